@@ -1,0 +1,176 @@
+//! The plugin traits. All synchronous; all object-safe through `#[sabi_trait]`.
+//!
+//! Implementations must wrap every method body in [`crate::guard`] so that no panic unwinds
+//! across the boundary.
+
+use crate::error::PluginResult;
+use crate::graph::GraphBlob;
+use crate::tensor::{NamedTensor, TensorSpec};
+use abi_stable::sabi_trait;
+use abi_stable::std_types::{RBox, RSlice, RStr, RString, RVec};
+use abi_stable::StableAbi;
+
+/// Receives progress of long operations (compilation, weight loading).
+#[sabi_trait]
+pub trait Progress: Send + Sync {
+    /// `stage` names the step (e.g. `compile decoder`); `done` of `total` units are finished.
+    #[sabi(last_prefix_field)]
+    fn report(&self, stage: RStr<'_>, done: u64, total: u64);
+}
+
+/// A boxed [`Progress`] trait object.
+pub type ProgressBox = Progress_TO<'static, RBox<()>>;
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn report(&self, _stage: RStr<'_>, _done: u64, _total: u64) {}
+}
+
+impl NoProgress {
+    /// A boxed [`NoProgress`].
+    pub fn boxed() -> ProgressBox {
+        Progress_TO::from_value(NoProgress, abi_stable::sabi_trait::TD_Opaque)
+    }
+}
+
+/// An ahead-of-time compiler from the graph IR to a serialized, self-contained artifact.
+#[sabi_trait]
+pub trait Compiler: Send + Sync {
+    /// A unique name, e.g. `rbln-npu`.
+    fn name(&self) -> RString;
+    /// The artifact file extension written by `save_pretrained`, e.g. `rbln`.
+    fn artifact_extension(&self) -> RString;
+    /// Compiles `graph` for its static input shapes. `options_json` is a JSON object of
+    /// compiler options (e.g. `{"npu": "RBLN-CA25"}`); unknown keys are an error.
+    fn compile(
+        &self,
+        graph: GraphBlob,
+        options_json: RStr<'_>,
+        progress: &ProgressBox,
+    ) -> PluginResult<RVec<u8>>;
+    /// A human-readable summary of an artifact (graph, shapes, memory plan).
+    #[sabi(last_prefix_field)]
+    fn inspect(&self, artifact: RSlice<'_, u8>) -> PluginResult<RString>;
+}
+
+/// A boxed [`Compiler`] trait object.
+pub type CompilerBox = Compiler_TO<'static, RBox<()>>;
+
+/// Something that can load compiled artifacts and run them.
+#[sabi_trait]
+pub trait Device: Send + Sync {
+    /// A unique name, e.g. `rbln-npu`.
+    fn name(&self) -> RString;
+    /// A one-line description of what actually executes the code (be honest about hardware).
+    fn description(&self) -> RString;
+    /// Loads an artifact, verifying its version and checksum.
+    #[sabi(last_prefix_field)]
+    fn load(&self, artifact: RSlice<'_, u8>) -> PluginResult<ExecutableBox>;
+}
+
+/// A boxed [`Device`] trait object.
+pub type DeviceBox = Device_TO<'static, RBox<()>>;
+
+/// A loaded, ready-to-run compiled graph. `run` may be called from several threads.
+#[sabi_trait]
+pub trait Executable: Send + Sync {
+    /// The graph's inputs, in order.
+    fn inputs(&self) -> RVec<TensorSpec>;
+    /// The graph's outputs, in order.
+    fn outputs(&self) -> RVec<TensorSpec>;
+    /// Runs the graph. Inputs are matched by name and must have exactly the compiled shapes.
+    #[sabi(last_prefix_field)]
+    fn run(&self, inputs: RVec<NamedTensor>) -> PluginResult<RVec<NamedTensor>>;
+}
+
+/// A boxed [`Executable`] trait object.
+pub type ExecutableBox = Executable_TO<'static, RBox<()>>;
+
+/// Whether `from_pretrained` compiles.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// Always compile from a source checkpoint.
+    Yes,
+    /// Load an already compiled directory; never compile.
+    No,
+    /// Load if the directory holds compiled artifacts and `rbln_config.json`, else compile.
+    Auto,
+}
+
+/// The compiler and device a model compiles with and runs on.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Backend {
+    /// Compiles the model's graphs.
+    pub compiler: CompilerBox,
+    /// Runs them.
+    pub device: DeviceBox,
+}
+
+/// One callable method of a loaded model, with its static signature.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct MethodSpec {
+    /// e.g. `encode`, `decode`.
+    pub name: RString,
+    /// Inputs, in order.
+    pub inputs: RVec<TensorSpec>,
+    /// Outputs, in order.
+    pub outputs: RVec<TensorSpec>,
+}
+
+/// A model family a plugin provides, e.g. `RBLNAutoencoderKL`.
+#[sabi_trait]
+pub trait ModelClass: Send + Sync {
+    /// The class name, e.g. `RBLNAutoencoderKL`.
+    fn name(&self) -> RString;
+    /// Returns true if `dir` holds a compiled model of this class (`rbln_config.json` with a
+    /// matching `cls_name`).
+    fn is_compiled_dir(&self, dir: RStr<'_>) -> bool;
+    /// Loads a model from a local directory, compiling it when `export` says so.
+    ///
+    /// `rbln_config_json` is a JSON object of config fields (may be `{}`); `rbln_kwargs_json` is
+    /// a JSON object of `rbln_*`-style overrides (keys without the `rbln_` prefix) that win over
+    /// `rbln_config_json` and over a stored config's runtime options.
+    #[sabi(last_prefix_field)]
+    fn from_pretrained(
+        &self,
+        model_id: RStr<'_>,
+        export: Export,
+        rbln_config_json: RStr<'_>,
+        rbln_kwargs_json: RStr<'_>,
+        backend: Backend,
+        progress: &ProgressBox,
+    ) -> PluginResult<ModelBox>;
+}
+
+/// A boxed [`ModelClass`] trait object.
+pub type ModelClassBox = ModelClass_TO<'static, RBox<()>>;
+
+/// A loaded (compiled) model instance.
+#[sabi_trait]
+pub trait Model: Send + Sync {
+    /// The class name, e.g. `RBLNAutoencoderKL`.
+    fn class_name(&self) -> RString;
+    /// The effective config, exactly as `save_pretrained` writes `rbln_config.json`.
+    fn rbln_config_json(&self) -> RString;
+    /// The methods this instance can run (e.g. no `encode` when compiled decoder-only).
+    fn methods(&self) -> RVec<MethodSpec>;
+    /// Runs a method. `options_json` is a JSON object of per-call options (e.g. `{"seed": 0}`).
+    fn call(
+        &self,
+        method: RStr<'_>,
+        inputs: RVec<NamedTensor>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<RVec<NamedTensor>>;
+    /// Writes the compiled model to `dir` atomically (temporary sibling + rename).
+    #[sabi(last_prefix_field)]
+    fn save_pretrained(&self, dir: RStr<'_>) -> PluginResult<()>;
+}
+
+/// A boxed [`Model`] trait object.
+pub type ModelBox = Model_TO<'static, RBox<()>>;
