@@ -89,6 +89,11 @@ fn legacy_attention_keys_match_diffusers() {
 }
 
 #[test]
+fn legacy_attention_conv_shaped_keys_match_diffusers() {
+    check_variant("legacy_attn_conv");
+}
+
+#[test]
 fn every_fixture_is_tested() {
     for v in VARIANTS {
         assert!(fixture_dir(v).join("io.safetensors").exists(), "{v}");
