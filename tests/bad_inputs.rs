@@ -124,15 +124,24 @@ fn config_contradicts_weights() {
 }
 
 #[test]
-fn extra_layers_in_weights() {
+fn config_layers_per_block_contradicts_weights() {
     let (_tmp, dir) = scratch_copy("sd_like");
     let p = dir.join("config.json");
     let mut cfg: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     let l = cfg["layers_per_block"].as_u64().unwrap();
-    assert!(l >= 2, "fixture sd_like should have >= 2 layers per block");
-    cfg["layers_per_block"] = json!(l - 1);
+    cfg["layers_per_block"] = json!(l + 1);
     std::fs::write(&p, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    // The config now expects one more resnet per block than the file holds.
     expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["resnets"]);
+}
+
+#[test]
+fn unexpected_tensor_in_weights() {
+    let (_tmp, dir) = scratch_copy("sd_like");
+    rewrite_weights(&dir, |all| {
+        all.push(("encoder.extra_block.weight".into(), Tensor::zeros(vec![2])));
+    });
+    expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["encoder.extra_block.weight"]);
 }
 
 #[test]

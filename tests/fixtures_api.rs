@@ -24,6 +24,8 @@ fn check_variant(name: &str) {
     let dist = vae.encode(&io["x"]).expect("encode");
     assert_close(&format!("{name} encode mean"), &dist.mean, &io["mean"]);
     assert_close(&format!("{name} encode logvar"), &dist.logvar, &io["logvar"]);
+    let kl = plugin_api::Tensor::new(vec![dist.kl().len()], dist.kl()).unwrap();
+    assert_close(&format!("{name} encode kl"), &kl, &io["kl"]);
     let sample = vae.decode(&io["z"]).expect("decode");
     assert_close(&format!("{name} decode sample"), &sample, &io["sample"]);
 
