@@ -1,0 +1,233 @@
+//! Cache-blocked single-precision GEMM: `C = A x B (+ bias per row of C)`.
+//!
+//! `A` (`m x k`) is packed into panels of [`MR`] rows (see [`pack_a`]); weights are packed once at
+//! compile time. `B` (`k x n`) is gathered block by block from a [`BSource`] (a plain matrix, a
+//! transposed matrix, or an im2col view of an image), so no full im2col buffer is ever built.
+//! Column blocks of `C` run in parallel on rayon's pool.
+
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Rows of an `A` panel (micro-tile height).
+pub const MR: usize = 6;
+/// Columns of a `B` panel (micro-tile width).
+pub const NR: usize = 16;
+/// Depth of one k block (the packed `B` block is `KC x nc`).
+const KC: usize = 256;
+/// Widest column block handled by one task.
+const NC_MAX: usize = 256;
+
+/// Number of floats of `A` (`m x k`) packed by [`pack_a`].
+pub fn packed_a_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MR) * MR * k
+}
+
+/// Packs row-major `a` (`m x k`) into panels of [`MR`] rows: panel `p`, depth `kk`, row `i`
+/// lives at `(p * k + kk) * MR + i`. Rows past `m` are zero.
+pub fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    assert_eq!(a.len(), m * k, "pack_a: matrix length");
+    let mut dst = vec![0.0; packed_a_len(m, k)];
+    for p in 0..m.div_ceil(MR) {
+        for i in 0..MR.min(m - p * MR) {
+            let row = &a[(p * MR + i) * k..(p * MR + i + 1) * k];
+            for (kk, &v) in row.iter().enumerate() {
+                dst[(p * k + kk) * MR + i] = v;
+            }
+        }
+    }
+    dst
+}
+
+/// Where the columns of `B` come from.
+pub trait BSource: Sync {
+    /// Writes `B[k0..k0 + kc, j0..j0 + width]` into `dst` (`kc * NR` floats) as one panel:
+    /// row `kk`, column `jj` at `kk * NR + jj`; columns `width..NR` must be zero.
+    fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]);
+}
+
+/// A row-major `k x n` matrix with row stride `ld`.
+pub struct RowMajorB<'a> {
+    /// Elements.
+    pub data: &'a [f32],
+    /// Row stride.
+    pub ld: usize,
+}
+
+impl BSource for RowMajorB<'_> {
+    fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
+        for kk in 0..kc {
+            let src = &self.data[(k0 + kk) * self.ld + j0..][..width];
+            let row = &mut dst[kk * NR..(kk + 1) * NR];
+            row[..width].copy_from_slice(src);
+            row[width..].fill(0.0);
+        }
+    }
+}
+
+/// `B = M^T` where `M` is a row-major `n x k` matrix with row stride `ld`.
+pub struct TransposedB<'a> {
+    /// Elements of `M`.
+    pub data: &'a [f32],
+    /// Row stride of `M`.
+    pub ld: usize,
+}
+
+impl BSource for TransposedB<'_> {
+    fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
+        if width < NR {
+            dst[..kc * NR].fill(0.0);
+        }
+        for jj in 0..width {
+            let src = &self.data[(j0 + jj) * self.ld + k0..][..kc];
+            for (kk, &v) in src.iter().enumerate() {
+                dst[kk * NR + jj] = v;
+            }
+        }
+    }
+}
+
+/// The destination `C`: element `(i, j)` at `i * rs + j * cs`.
+pub struct COut<'a> {
+    /// Storage.
+    pub data: &'a mut [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+type MicroKernel = fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR];
+
+#[inline(always)]
+fn micro_body<const FMA: bool>(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (ak, bk) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * NR].chunks_exact(NR)) {
+        for i in 0..MR {
+            let av = ak[i];
+            for j in 0..NR {
+                acc[i][j] = if FMA {
+                    av.mul_add(bk[j], acc[i][j])
+                } else {
+                    acc[i][j] + av * bk[j]
+                };
+            }
+        }
+    }
+    acc
+}
+
+fn micro_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    micro_body::<false>(kc, a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    micro_body::<true>(kc, a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn micro_avx2_entry(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    // SAFETY: this entry is only selected by `micro_kernel` after runtime detection of AVX2 and FMA.
+    unsafe { micro_avx2_fma(kc, a, b) }
+}
+
+/// The micro-kernel chosen once for this CPU.
+fn micro_kernel() -> MicroKernel {
+    static K: OnceLock<MicroKernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return micro_avx2_entry as MicroKernel;
+        }
+        micro_portable as MicroKernel
+    })
+}
+
+/// Name of the selected micro-kernel, for descriptions.
+pub fn kernel_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if micro_kernel() as usize == micro_avx2_entry as MicroKernel as usize {
+        return "avx2+fma";
+    }
+    "portable"
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: tasks write through this pointer only to the disjoint column ranges they own.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// `C[m x n] = A_packed[m x k] x B[k x n] (+ bias[i] on row i)`.
+///
+/// Panics if `a_packed` or `c` is too short for the given sizes (callers check shapes first).
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_packed: &[f32],
+    b: &dyn BSource,
+    bias: Option<&[f32]>,
+    c: COut<'_>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a_packed.len() >= packed_a_len(m, k), "gemm: packed A too short");
+    assert!((m - 1) * c.rs + (n - 1) * c.cs < c.data.len(), "gemm: C too short");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= m, "gemm: bias too short");
+    }
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                c.data[i * c.rs + j * c.cs] = bias.map_or(0.0, |b| b[i]);
+            }
+        }
+        return;
+    }
+    let kernel = micro_kernel();
+    let tasks_wanted = 4 * rayon::current_num_threads();
+    let nc = n.div_ceil(tasks_wanted).next_multiple_of(NR).clamp(NR, NC_MAX);
+    let (rs, cs) = (c.rs, c.cs);
+    let out = SharedOut(c.data.as_mut_ptr());
+    let out = &out;
+    let blocks = n.div_ceil(nc);
+    (0..blocks).into_par_iter().for_each_init(
+        || vec![0.0f32; KC * nc],
+        |buf, bi| {
+            let j0 = bi * nc;
+            let ncb = nc.min(n - j0);
+            let panels = ncb.div_ceil(NR);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                for q in 0..panels {
+                    let width = NR.min(ncb - q * NR);
+                    b.pack_panel(k0, kc, j0 + q * NR, width, &mut buf[q * kc * NR..][..kc * NR]);
+                }
+                for p in 0..m.div_ceil(MR) {
+                    let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
+                    let rows = MR.min(m - p * MR);
+                    for q in 0..panels {
+                        let acc = kernel(kc, a_panel, &buf[q * kc * NR..][..kc * NR]);
+                        let cols = NR.min(ncb - q * NR);
+                        for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                            let row = p * MR + i;
+                            let base = row * rs + (j0 + q * NR) * cs;
+                            let add = if k0 == 0 { bias.map_or(0.0, |b| b[row]) } else { 0.0 };
+                            for (jj, &v) in acc_row.iter().enumerate().take(cols) {
+                                // SAFETY: the index is < c.data.len() (asserted above for the
+                                // largest (i, j)), and column j0 + q*NR + jj belongs to this
+                                // task's block [j0, j0 + ncb): no other task touches it.
+                                unsafe {
+                                    let dst = out.0.add(base + jj * cs);
+                                    *dst = if k0 == 0 { v + add } else { *dst + v };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+}

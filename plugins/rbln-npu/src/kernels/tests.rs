@@ -1,0 +1,177 @@
+//! Fast kernels against the scalar reference on odd shapes, with seeded random data.
+
+use super::conv::ConvGeom;
+use super::*;
+use plugin_api::graph::Activation;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / w.abs().max(1.0);
+        assert!(err <= tol, "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_odd_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let cases = [
+        ([1, 3, 5, 7], 4, [3, 3], [2, 2], [0, 0, 1, 1]),
+        ([2, 3, 5, 7], 5, [3, 3], [1, 1], [1, 1, 1, 1]),
+        ([1, 7, 9, 4], 13, [1, 1], [1, 1], [0, 0, 0, 0]),
+        ([1, 5, 6, 6], 3, [2, 3], [1, 2], [2, 0, 1, 3]),
+        ([1, 40, 11, 13], 20, [3, 3], [1, 1], [1, 1, 1, 1]),
+    ];
+    for (input, c_out, kernel, stride, padding) in cases {
+        let g = ConvGeom {
+            input,
+            c_out,
+            kernel,
+            stride,
+            padding,
+        };
+        let x = rand_vec(&mut rng, input.iter().product());
+        let w = rand_vec(&mut rng, c_out * g.depth());
+        let b = rand_vec(&mut rng, c_out);
+        let want = reference::conv2d(&g, &x, &w, Some(&b));
+        let mut got = vec![f32::NAN; want.len()];
+        conv::conv2d(&g, &x, &w, Some(&b), &mut got);
+        assert_close(&got, &want, 1e-5, &format!("conv {g:?}"));
+        let mut nobias = vec![f32::NAN; want.len()];
+        conv::conv2d(&g, &x, &w, None, &mut nobias);
+        let want = reference::conv2d(&g, &x, &w, None);
+        assert_close(&nobias, &want, 1e-5, "conv without bias");
+    }
+}
+
+#[test]
+fn gemm_crosses_k_blocks_and_ragged_edges() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (m, k, n) in [(7, 600, 37), (1, 1, 1), (13, 257, 300), (6, 16, 16)] {
+        let a = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, k * n);
+        let want = reference::matmul(&a, &b, [1, m, k, n], false);
+        let mut got = vec![f32::NAN; m * n];
+        matmul::matmul(&a, &b, 1, m, k, n, false, &mut got);
+        assert_close(&got, &want, 1e-5, &format!("gemm {m}x{k}x{n}"));
+    }
+}
+
+#[test]
+fn matmul_linear_softmax_match_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (batch, m, k, n) = (3, 5, 7, 9);
+    let a = rand_vec(&mut rng, batch * m * k);
+    let b = rand_vec(&mut rng, batch * k * n);
+    for tb in [false, true] {
+        let want = reference::matmul(&a, &b, [batch, m, k, n], tb);
+        let mut got = vec![0.0; want.len()];
+        matmul::matmul(&a, &b, batch, m, k, n, tb, &mut got);
+        assert_close(&got, &want, 1e-5, "matmul");
+    }
+    let (rows, k, n) = (11, 19, 5);
+    let x = rand_vec(&mut rng, rows * k);
+    let w = rand_vec(&mut rng, n * k);
+    let bias = rand_vec(&mut rng, n);
+    let want = reference::linear(&x, rows, k, &w, n, Some(&bias));
+    let mut got = vec![0.0; want.len()];
+    matmul::linear(&x, rows, k, &w, n, Some(&bias), &mut got);
+    assert_close(&got, &want, 1e-5, "linear");
+    let mut x = rand_vec(&mut rng, 6 * 13);
+    x[3] = 80.0; // would overflow exp without max subtraction
+    let want = reference::softmax(&x, 13);
+    let mut got = vec![0.0; x.len()];
+    matmul::softmax(&x, 13, &mut got);
+    assert_close(&got, &want, 1e-6, "softmax");
+    assert!(got.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn group_norm_matches_reference_with_offset_data() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (n, c, s, groups) = (2, 6, 35, 3);
+    let x: Vec<f32> = rand_vec(&mut rng, n * c * s).iter().map(|v| v * 3.0 + 50.0).collect();
+    let gamma = rand_vec(&mut rng, c);
+    let beta = rand_vec(&mut rng, c);
+    for act in [None, Some(Activation::Silu)] {
+        let want = reference::group_norm(&x, [n, c, s], groups, 1e-6, &gamma, &beta, act);
+        let mut got = vec![0.0; x.len()];
+        norm::group_norm(&x, n, c, s, groups, 1e-6, &gamma, &beta, act, &mut got);
+        assert_close(&got, &want, 2e-5, "group_norm");
+    }
+}
+
+#[test]
+fn eltwise_and_layout_match_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x: Vec<f32> = rand_vec(&mut rng, 3 * 5 * 7).iter().map(|v| v * 6.0).collect();
+    let y = rand_vec(&mut rng, x.len());
+    for kind in [Activation::Silu, Activation::Relu, Activation::Gelu, Activation::Mish] {
+        let mut got = vec![0.0; x.len()];
+        eltwise::activation(kind, &x, &mut got);
+        assert_close(&got, &reference::activation(kind, &x), 0.0, "activation");
+    }
+    let mut got = vec![0.0; x.len()];
+    eltwise::add(&x, &y, &mut got);
+    assert_close(&got, &reference::add(&x, &y), 0.0, "add");
+    eltwise::scale(&x, 0.18215, &mut got);
+    assert_close(&got, &reference::scale(&x, 0.18215), 0.0, "scale");
+
+    let mut up = vec![0.0; 4 * x.len()];
+    layout::upsample_nearest_2x(&x, 3, 5, 7, &mut up);
+    assert_close(&up, &reference::upsample_nearest_2x(&x, 3, 5, 7), 0.0, "upsample");
+
+    let shape = [3, 5, 7];
+    for perm in [[0, 2, 1], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
+        let mut got = vec![0.0; x.len()];
+        layout::transpose(&x, &shape, &perm, &mut got);
+        assert_close(&got, &reference::transpose(&x, &shape, &perm), 0.0, "transpose");
+    }
+    let mut got = vec![0.0; 3 * 2 * 7];
+    layout::slice(&x, &shape, 1, 2, 4, &mut got);
+    assert_close(&got, &reference::slice(&x, &shape, 1, 2, 4), 0.0, "slice");
+}
+
+#[test]
+fn activations_agree_with_known_values() {
+    // torch.nn.functional.gelu(torch.tensor([1.0, -0.5, 3.0], dtype=torch.float64))
+    let gelu = [0.8413447460685429, -0.15426876936299347, 2.995950205708831];
+    for (x, want) in [1.0f32, -0.5, 3.0].iter().zip(gelu) {
+        let got = eltwise::activate(Activation::Gelu, *x) as f64;
+        assert!((got - want).abs() < 1e-6, "gelu({x}) = {got}, want {want}");
+    }
+    assert!((eltwise::erf(0.5) - 0.5204998778130465).abs() < 1e-14);
+    assert!((eltwise::erf(3.5) - 0.9999992569016276).abs() < 1e-14);
+    assert!((eltwise::erf(-2.9999) - -eltwise::erf(3.0001)).abs() < 1e-7);
+    // torch.nn.functional.mish(torch.tensor(1.0)) = 0.8650983882673103
+    let got = eltwise::activate(Activation::Mish, 1.0) as f64;
+    assert!((got - 0.8650983882673103).abs() < 1e-6);
+    assert_eq!(eltwise::activate(Activation::Silu, 0.0), 0.0);
+}
+
+/// Throughput probe: `cargo test -p rbln-npu --release -- --ignored --nocapture conv_speed`.
+#[test]
+#[ignore]
+fn conv_speed() {
+    let g = ConvGeom {
+        input: [1, 512, 64, 64],
+        c_out: 512,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1, 1, 1],
+    };
+    let x = vec![0.5; 512 * 64 * 64];
+    let w = gemm::pack_a(&vec![0.01; 512 * g.depth()], 512, g.depth());
+    let mut out = vec![0.0; x.len()];
+    let t = std::time::Instant::now();
+    conv::conv2d_packed(&g, &x, &w, None, &mut out);
+    let s = t.elapsed().as_secs_f64();
+    let gflop = 2.0 * 512.0 * g.depth() as f64 * 4096.0 / 1e9;
+    println!("{} kernel: {gflop:.1} GFLOP in {s:.2}s = {:.1} GFLOP/s", gemm::kernel_isa(), gflop / s);
+}
