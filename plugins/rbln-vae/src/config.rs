@@ -1,0 +1,275 @@
+//! diffusers' `config.json` for `AutoencoderKL`: the serde form with diffusers' defaults, and
+//! the checked form the graph builder relies on.
+
+use plugin_api::graph::Activation;
+use plugin_api::PluginError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The file name of the diffusers config inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// `sample_size` as diffusers allows it: one int or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SampleSize {
+    /// Square images of this side.
+    Square(u64),
+    /// `[height, width]`.
+    HeightWidth([u64; 2]),
+}
+
+impl SampleSize {
+    /// `(height, width)`.
+    pub fn hw(self) -> (u64, u64) {
+        match self {
+            SampleSize::Square(n) => (n, n),
+            SampleSize::HeightWidth([h, w]) => (h, w),
+        }
+    }
+}
+
+/// `config.json` of a diffusers `AutoencoderKL`, every field with diffusers' default.
+/// Underscore keys (`_class_name`, `_diffusers_version`, ...) and unknown keys are ignored, as
+/// diffusers does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoencoderKLConfigFile {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<i64>,
+    pub layers_per_block: i64,
+    pub act_fn: String,
+    pub latent_channels: i64,
+    pub norm_num_groups: i64,
+    pub sample_size: SampleSize,
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub latents_mean: Option<Vec<f64>>,
+    pub latents_std: Option<Vec<f64>>,
+    pub force_upcast: bool,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for AutoencoderKLConfigFile {
+    fn default() -> Self {
+        AutoencoderKLConfigFile {
+            in_channels: 3,
+            out_channels: 3,
+            down_block_types: vec!["DownEncoderBlock2D".into()],
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: "silu".into(),
+            latent_channels: 4,
+            norm_num_groups: 32,
+            sample_size: SampleSize::Square(32),
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            latents_mean: None,
+            latents_std: None,
+            force_upcast: true,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+/// A validated `AutoencoderKL` config: every count positive, block lists consistent, groups
+/// dividing every channel count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoencoderKLConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    /// The resnets' non-linearity (`conv_act` before `conv_out` is always SiLU, as in diffusers).
+    pub act_fn: Activation,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    /// `(height, width)`.
+    pub sample_size: (usize, usize),
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub latents_mean: Option<Vec<f64>>,
+    pub latents_std: Option<Vec<f64>>,
+    pub force_upcast: bool,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+    /// The file form it was checked from (written back by `save_pretrained`).
+    pub file: AutoencoderKLConfigFile,
+}
+
+fn bad(field: &str, msg: impl std::fmt::Display) -> PluginError {
+    PluginError::invalid(format!("{CONFIG_FILE}: {field}: {msg}"))
+}
+
+fn positive(field: &str, v: i64) -> Result<usize, PluginError> {
+    if v > 0 {
+        Ok(v as usize)
+    } else {
+        Err(bad(field, format!("must be a positive integer, got {v}")))
+    }
+}
+
+/// Parses diffusers' `act_fn` name.
+pub fn parse_activation(name: &str) -> Option<Activation> {
+    match name {
+        "silu" | "swish" => Some(Activation::Silu),
+        "relu" => Some(Activation::Relu),
+        "gelu" => Some(Activation::Gelu),
+        "mish" => Some(Activation::Mish),
+        _ => None,
+    }
+}
+
+impl AutoencoderKLConfig {
+    /// Reads and checks `dir/config.json`. A missing file is [`plugin_api::ErrorKind::NotFound`].
+    pub fn from_dir(dir: &Path) -> Result<AutoencoderKLConfig, PluginError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                PluginError::not_found(format!("{} does not exist", path.display()))
+            } else {
+                PluginError::invalid(format!("cannot read {}: {e}", path.display()))
+            }
+        })?;
+        Self::from_json_str(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// Parses and checks the text of a `config.json`.
+    pub fn from_json_str(text: &str) -> Result<AutoencoderKLConfig, PluginError> {
+        let file: AutoencoderKLConfigFile = serde_json::from_str(text)
+            .map_err(|e| PluginError::invalid(format!("{CONFIG_FILE} is not valid: {e}")))?;
+        Self::check(file)
+    }
+
+    /// Checks a parsed config.
+    pub fn check(file: AutoencoderKLConfigFile) -> Result<AutoencoderKLConfig, PluginError> {
+        let n = file.block_out_channels.len();
+        if n == 0 {
+            return Err(bad("block_out_channels", "must not be empty"));
+        }
+        let boc = file
+            .block_out_channels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| positive(&format!("block_out_channels[{i}]"), c))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (field, types, want) in [
+            (
+                "down_block_types",
+                &file.down_block_types,
+                "DownEncoderBlock2D",
+            ),
+            ("up_block_types", &file.up_block_types, "UpDecoderBlock2D"),
+        ] {
+            if types.len() != n {
+                return Err(bad(
+                    field,
+                    format!(
+                        "has {} entries but block_out_channels has {n}; they must match",
+                        types.len()
+                    ),
+                ));
+            }
+            if let Some((i, t)) = types.iter().enumerate().find(|(_, t)| *t != want) {
+                return Err(PluginError::unsupported(format!(
+                    "{CONFIG_FILE}: {field}[{i}]: block type '{t}' is not supported (only {want})"
+                )));
+            }
+        }
+        let act_fn = parse_activation(&file.act_fn).ok_or_else(|| {
+            PluginError::unsupported(format!(
+                "{CONFIG_FILE}: act_fn: '{}' is not supported (silu, swish, relu, gelu, mish)",
+                file.act_fn
+            ))
+        })?;
+        let in_channels = positive("in_channels", file.in_channels)?;
+        let out_channels = positive("out_channels", file.out_channels)?;
+        let latent_channels = positive("latent_channels", file.latent_channels)?;
+        let layers_per_block = positive("layers_per_block", file.layers_per_block)?;
+        let groups = positive("norm_num_groups", file.norm_num_groups)?;
+        for (i, &c) in boc.iter().enumerate() {
+            if c % groups != 0 {
+                return Err(bad(
+                    "norm_num_groups",
+                    format!("norm_num_groups ({groups}) must divide block_out_channels[{i}] ({c})"),
+                ));
+            }
+        }
+        let (h, w) = file.sample_size.hw();
+        if h == 0 || w == 0 {
+            return Err(bad(
+                "sample_size",
+                format!("must be positive, got {:?}", (h, w)),
+            ));
+        }
+        if !file.scaling_factor.is_finite() || file.scaling_factor == 0.0 {
+            return Err(bad(
+                "scaling_factor",
+                format!("must be finite and non-zero, got {}", file.scaling_factor),
+            ));
+        }
+        for (field, list) in [
+            ("latents_mean", &file.latents_mean),
+            ("latents_std", &file.latents_std),
+        ] {
+            if let Some(l) = list {
+                if l.len() != latent_channels {
+                    return Err(bad(
+                        field,
+                        format!(
+                            "has {} entries but latent_channels is {latent_channels}",
+                            l.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(AutoencoderKLConfig {
+            in_channels,
+            out_channels,
+            block_out_channels: boc,
+            layers_per_block,
+            act_fn,
+            latent_channels,
+            norm_num_groups: groups,
+            sample_size: (h as usize, w as usize),
+            scaling_factor: file.scaling_factor,
+            shift_factor: file.shift_factor,
+            latents_mean: file.latents_mean.clone(),
+            latents_std: file.latents_std.clone(),
+            force_upcast: file.force_upcast,
+            use_quant_conv: file.use_quant_conv,
+            use_post_quant_conv: file.use_post_quant_conv,
+            mid_block_add_attention: file.mid_block_add_attention,
+            file,
+        })
+    }
+
+    /// The spatial factor between image and latent: `2^(len(block_out_channels) - 1)`.
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+
+    /// The config as diffusers writes it (with `_class_name`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::Map::new();
+        v.insert("_class_name".into(), "AutoencoderKL".into());
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&self.file) {
+            v.extend(m);
+        }
+        serde_json::Value::Object(v)
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
