@@ -1,0 +1,111 @@
+//! `mlhost inspect`: a compiled model's rbln_config.json and each artifact's summary.
+
+use super::{plugin, require_dir, UsageError};
+use crate::plugins::PluginRegistry;
+use clap::Args;
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `mlhost inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// A compiled model directory (holding rbln_config.json).
+    pub compiled_dir: PathBuf,
+    /// The compiler that wrote the artifacts (default: the only one loaded, else rbln-npu).
+    #[arg(long, value_name = "NAME")]
+    pub compiler: Option<String>,
+}
+
+/// Prints the report to stdout.
+pub fn run(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<()> {
+    print!("{}", report(registry, args)?);
+    Ok(())
+}
+
+/// The names of the compiled parts listed in `_compile_cfgs`.
+pub fn compiled_parts(config: &Value, path: &Path) -> Result<Vec<String>, UsageError> {
+    let bad = |what: String| UsageError(format!("{}: {what}", path.display()));
+    let cfgs = config
+        .get("_compile_cfgs")
+        .ok_or_else(|| bad("missing field `_compile_cfgs`".into()))?
+        .as_array()
+        .ok_or_else(|| bad("field `_compile_cfgs` must be an array".into()))?;
+    cfgs.iter()
+        .enumerate()
+        .map(|(i, cfg)| {
+            cfg.get("compiled_model_name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`_compile_cfgs[{i}].compiled_model_name` is missing or not a string"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The report as text.
+pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<String> {
+    let dir = &args.compiled_dir;
+    require_dir(dir, "compiled model directory")?;
+    let config_path = dir.join("rbln_config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        UsageError(format!(
+            "{} is not a compiled model: cannot read {}: {e}",
+            dir.display(),
+            config_path.display()
+        ))
+    })?;
+    let config: Value = serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!("{} is not valid JSON: {e}", config_path.display()))
+    })?;
+    let parts = compiled_parts(&config, &config_path)?;
+
+    let compiler_name = registry.select_compiler(args.compiler.as_deref())?;
+    let compiler = registry.compiler(&compiler_name)?;
+    let ext = compiler.artifact_extension().into_string();
+
+    let mut out = String::new();
+    let _ = writeln!(out, "{}:", config_path.display());
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&config)?);
+    for part in parts {
+        let file = dir.join(format!("{part}.{ext}"));
+        let bytes = std::fs::read(&file).map_err(|e| {
+            UsageError(format!(
+                "compiled part `{part}` listed in {}: cannot read {}: {e}",
+                config_path.display(),
+                file.display()
+            ))
+        })?;
+        let summary = plugin(compiler.inspect(bytes.as_slice().into()))
+            .map_err(|e| e.context(format!("inspecting {} with {compiler_name}", file.display())))?;
+        let _ = writeln!(
+            out,
+            "\n== {part}: {} ({} bytes) ==",
+            file.display(),
+            bytes.len()
+        );
+        let _ = writeln!(out, "{}", summary.as_str().trim_end());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parts_come_from_compile_cfgs() {
+        let p = Path::new("m/rbln_config.json");
+        let cfg = json!({"_compile_cfgs": [{"compiled_model_name": "encoder"},
+                                            {"compiled_model_name": "decoder"}]});
+        assert_eq!(compiled_parts(&cfg, p).unwrap(), vec!["encoder", "decoder"]);
+        let e = compiled_parts(&json!({}), p).unwrap_err().to_string();
+        assert!(e.contains("_compile_cfgs") && e.contains("m/rbln_config.json"), "{e}");
+        let e = compiled_parts(&json!({"_compile_cfgs": [{}]}), p).unwrap_err().to_string();
+        assert!(e.contains("_compile_cfgs[0].compiled_model_name"), "{e}");
+    }
+}

@@ -1,0 +1,153 @@
+//! The `mlhost` command line: one file per command.
+
+use crate::io::IoError;
+use crate::plugins::{plugin_search_path, PluginRegistry, RegistryError};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use plugin_api::{ErrorKind, PluginError};
+use std::path::{Path, PathBuf};
+
+pub mod compile;
+pub mod inspect;
+pub mod plugins;
+pub mod run;
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(name = "mlhost", version, about = "Compile, run and inspect models through plugins")]
+pub struct Cli {
+    /// Directory (or library file) to load plugins from; repeatable. Default: the
+    /// MLHOST_PLUGIN_DIR path list, else the directory of the mlhost executable.
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the loaded plugins and what they provide.
+    Plugins(plugins::PluginsArgs),
+    /// Compile a diffusers checkpoint directory and save the compiled model.
+    Compile(compile::CompileArgs),
+    /// Run one method (encode / decode) of a compiled or diffusers model on a file.
+    Run(run::RunArgs),
+    /// Show a compiled model's rbln_config.json and a summary of each compiled artifact.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Which model class, compiler and device to use.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BackendArgs {
+    /// Model class (default: the only one loaded).
+    #[arg(long = "class", value_name = "NAME")]
+    pub class: Option<String>,
+    /// Compiler (default: the only one loaded, else rbln-npu).
+    #[arg(long, value_name = "NAME")]
+    pub compiler: Option<String>,
+    /// Device (default: the only one loaded, else rbln-npu).
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+}
+
+/// A host-side input error (bad argument, missing file): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let search = plugin_search_path(&cli.plugin_dirs)?;
+    let registry = PluginRegistry::load(&search)?;
+    match cli.command {
+        Command::Plugins(args) => plugins::run(&registry, &args),
+        Command::Compile(args) => compile::run(&registry, &args),
+        Command::Run(args) => run::run(&registry, &args),
+        Command::Inspect(args) => inspect::run(&registry, &args),
+    }
+}
+
+/// The process exit code for an error: 2 when the user's input is at fault (invalid argument,
+/// something not found), 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<PluginError>() {
+            return match e.kind {
+                ErrorKind::InvalidArgument | ErrorKind::NotFound => 2,
+                ErrorKind::Unsupported | ErrorKind::Internal => 1,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<RegistryError>() {
+            return if e.is_user_error() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<IoError>() {
+            return if e.is_user_error() { 2 } else { 1 };
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+    }
+    1
+}
+
+/// Converts a plugin result into an anyhow result, keeping the [`PluginError`] in the chain.
+pub(crate) fn plugin<T>(r: plugin_api::PluginResult<T>) -> anyhow::Result<T> {
+    r.into_result().map_err(anyhow::Error::from)
+}
+
+/// Fails with a [`UsageError`] unless `dir` is an existing directory.
+pub(crate) fn require_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let why = if dir.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    Err(UsageError(format!("{what} {} {why}", dir.display())).into())
+}
+
+/// A path as the `&str` plugins take.
+pub(crate) fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| UsageError(format!("path {} is not valid UTF-8", path.display())))
+        .context("plugins take UTF-8 paths")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_error_kind() {
+        let e = anyhow::Error::from(PluginError::invalid("bad shape")).context("running encode");
+        assert_eq!(exit_code(&e), 2);
+        let e = anyhow::Error::from(PluginError::internal("bug"));
+        assert_eq!(exit_code(&e), 1);
+        let e = anyhow::Error::from(UsageError("no such dir".into()));
+        assert_eq!(exit_code(&e), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn cli_parses_documented_flags() {
+        let cli = Cli::try_parse_from([
+            "mlhost", "compile", "in", "-o", "out", "--batch-size", "2", "--sample-size", "64,32",
+            "--uses-encoder", "--plugin-dir", "a", "--plugin-dir", "b",
+        ])
+        .unwrap();
+        assert_eq!(cli.plugin_dirs.len(), 2);
+        let Command::Compile(args) = cli.command else {
+            panic!("expected compile")
+        };
+        assert_eq!(args.batch_size, Some(2));
+        assert!(args.uses_encoder);
+        assert!(Cli::try_parse_from(["mlhost", "run", "m", "--method", "blur"]).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! `mlhost run`: runs encode or decode of a compiled model directory, or of a diffusers
+//! directory compiled on the fly for the input's shape.
+
+use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
+use crate::io::{self, Format};
+use crate::plugins::PluginRegistry;
+use crate::progress::BarProgress;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use plugin_api::tensor::shape_str;
+use plugin_api::{Export, NamedTensor, Tensor};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `mlhost run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// A compiled model directory, or a diffusers directory (compiled for the input's shape).
+    pub model_dir: PathBuf,
+    /// The method to run.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Input: .safetensors (tensor `x` for encode, `z` for decode) or .png (encode only).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Output: .safetensors (every output tensor) or .png (decode only, batch 1).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Seed for sampling the latent distribution (encode also writes `sample`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Model class, compiler and device.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// A model method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Image `x` [B, C, H, W] -> latent distribution `mean`, `logvar` (and `sample` with --seed).
+    Encode,
+    /// Latent `z` [B, C, h, w] -> image `sample`.
+    Decode,
+}
+
+impl Method {
+    /// The method name plugins know.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Encode => "encode",
+            Method::Decode => "decode",
+        }
+    }
+    /// The input tensor read from a safetensors file.
+    pub fn input_tensor(self) -> &'static str {
+        match self {
+            Method::Encode => "x",
+            Method::Decode => "z",
+        }
+    }
+}
+
+/// The few fields of a model directory's `config.json` / `rbln_config.json` the host needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirConfig {
+    /// Image channels (default 3).
+    pub in_channels: usize,
+    /// Spatial factor between image and latent, 2^(len(block_out_channels) - 1); None if unknown.
+    pub vae_scale_factor: Option<usize>,
+}
+
+/// Reads `in_channels` and the vae scale factor from `rbln_config.json` or `config.json` in `dir`.
+pub fn read_dir_config(dir: &Path) -> anyhow::Result<DirConfig> {
+    let read = |name: &str| -> anyhow::Result<Option<Value>> {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        let value = serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("{} is not valid JSON: {e}", path.display())))?;
+        Ok(Some(value))
+    };
+    let rbln = read("rbln_config.json")?.unwrap_or(Value::Null);
+    let diffusers = read("config.json")?.unwrap_or(Value::Null);
+    let field = |key: &str| rbln.get(key).or_else(|| diffusers.get(key));
+    let in_channels = field("in_channels")
+        .and_then(Value::as_u64)
+        .map_or(3, |c| c as usize);
+    let vae_scale_factor = match rbln.get("vae_scale_factor").and_then(Value::as_u64) {
+        Some(v) => Some(v as usize),
+        None => diffusers
+            .get("block_out_channels")
+            .and_then(Value::as_array)
+            .filter(|b| !b.is_empty() && b.len() < 16)
+            .map(|b| 1usize << (b.len() - 1)),
+    };
+    Ok(DirConfig {
+        in_channels,
+        vae_scale_factor,
+    })
+}
+
+/// The `rbln_*` overrides that make an on-the-fly compile accept `input` for `method`.
+pub fn kwargs_for_input(method: Method, shape: &[usize], config: &DirConfig) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("batch_size".into(), json!(shape[0]));
+    match method {
+        Method::Encode => {
+            map.insert("sample_size".into(), json!([shape[2], shape[3]]));
+            map.insert("uses_encoder".into(), json!(true));
+        }
+        Method::Decode => match config.vae_scale_factor {
+            Some(vsf) => {
+                map.insert(
+                    "sample_size".into(),
+                    json!([shape[2] * vsf, shape[3] * vsf]),
+                );
+            }
+            None => tracing::warn!(
+                "config.json has no block_out_channels; compiling with the plugin's default \
+                 sample_size"
+            ),
+        },
+    }
+    map
+}
+
+/// Runs the method and writes the outputs.
+pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let method = args.method;
+    require_dir(&args.model_dir, "model directory")?;
+    let in_format = io::format_of(&args.input)?;
+    let out_format = io::format_of(&args.output)?;
+    if method == Method::Decode && in_format == Format::Png {
+        return Err(UsageError(format!(
+            "decode takes latents: --input {} must be a .safetensors file with tensor `z`",
+            args.input.display()
+        ))
+        .into());
+    }
+    if method == Method::Encode && out_format == Format::Png {
+        return Err(UsageError(format!(
+            "encode produces a latent distribution, not an image: --output {} must be a \
+             .safetensors file",
+            args.output.display()
+        ))
+        .into());
+    }
+
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        require_dir(parent, "output directory")?;
+    }
+
+    let class_name = choose_class(registry, args)?;
+    let class = registry.model_class(&class_name)?;
+    let dir = path_str(&args.model_dir)?;
+    let compiled = class.is_compiled_dir(dir.into());
+    let config = read_dir_config(&args.model_dir)?;
+
+    let input = match in_format {
+        Format::SafeTensors => io::read_safetensors(&args.input, method.input_tensor())?,
+        Format::Png => io::read_png(&args.input, config.in_channels)?,
+    };
+    let shape = input.shape();
+    if shape.len() != 4 {
+        return Err(UsageError(format!(
+            "tensor `{}` in {} has shape {}; expected [B, C, H, W]",
+            method.input_tensor(),
+            args.input.display(),
+            shape_str(&shape)
+        ))
+        .into());
+    }
+    let kwargs = if compiled {
+        tracing::info!("loading compiled {class_name} from {dir}");
+        Map::new()
+    } else {
+        tracing::info!(
+            "{dir} holds no compiled {class_name} (no matching rbln_config.json); compiling it \
+             for input shape {}",
+            shape_str(&shape)
+        );
+        kwargs_for_input(method, &shape, &config)
+    };
+
+    let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
+    let device = registry.select_device(args.backend.device.as_deref())?;
+    let progress = BarProgress::stderr();
+    let model = plugin(class.from_pretrained(
+        dir.into(),
+        Export::Auto,
+        "{}".into(),
+        Value::Object(kwargs).to_string().as_str().into(),
+        registry.backend(&compiler, &device)?,
+        &progress.to_box(),
+    ))
+    .with_context(|| {
+        if compiled {
+            format!("loading compiled {class_name} from {dir}")
+        } else {
+            format!("compiling {dir} as {class_name}")
+        }
+    })?;
+    progress.finish();
+
+    let options = match args.seed {
+        Some(seed) => json!({ "seed": seed }),
+        None => json!({}),
+    };
+    let inputs = vec![NamedTensor::new(method.input_tensor(), input)];
+    let outputs = plugin(model.call(
+        method.name().into(),
+        inputs.into(),
+        options.to_string().as_str().into(),
+    ))
+    .with_context(|| format!("running {} of {dir}", method.name()))?
+    .into_vec();
+
+    match out_format {
+        Format::SafeTensors => io::write_safetensors(&args.output, &outputs)?,
+        Format::Png => io::write_png(&args.output, image_output(&outputs, &args.output)?)?,
+    }
+    let written: Vec<String> = outputs
+        .iter()
+        .map(|t| format!("{} {}", t.name, shape_str(&t.tensor.shape())))
+        .collect();
+    eprintln!(
+        "{}: wrote {} to {} in {:.1}s",
+        method.name(),
+        written.join(", "),
+        args.output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The class to use: `--class`, else the one that recognizes the directory as compiled, else
+/// the only one loaded.
+fn choose_class(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<String> {
+    if let Some(name) = &args.backend.class {
+        return Ok(registry.select_model_class(Some(name))?);
+    }
+    let dir = path_str(&args.model_dir)?;
+    let recognizing: Vec<&String> = registry
+        .model_classes
+        .iter()
+        .filter(|(_, p)| p.item.is_compiled_dir(dir.into()))
+        .map(|(name, _)| name)
+        .collect();
+    match recognizing[..] {
+        [one] => Ok(one.clone()),
+        _ => Ok(registry.select_model_class(None)?),
+    }
+}
+
+/// The decoded image among the outputs: `sample`, or the only output.
+fn image_output<'a>(outputs: &'a [NamedTensor], path: &Path) -> anyhow::Result<&'a Tensor> {
+    let found = outputs
+        .iter()
+        .find(|t| t.name.as_str() == "sample")
+        .or(if outputs.len() == 1 { outputs.first() } else { None });
+    found.map(|t| &t.tensor).ok_or_else(|| {
+        let names: Vec<&str> = outputs.iter().map(|t| t.name.as_str()).collect();
+        anyhow::anyhow!(
+            "cannot write {}: the model returned no `sample` tensor (it returned: {})",
+            path.display(),
+            names.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kwargs_follow_the_input_shape() {
+        let cfg = DirConfig {
+            in_channels: 3,
+            vae_scale_factor: Some(4),
+        };
+        let enc = kwargs_for_input(Method::Encode, &[2, 3, 32, 48], &cfg);
+        assert_eq!(Value::Object(enc), json!({"batch_size": 2, "sample_size": [32, 48], "uses_encoder": true}));
+        let dec = kwargs_for_input(Method::Decode, &[1, 4, 8, 6], &cfg);
+        assert_eq!(Value::Object(dec), json!({"batch_size": 1, "sample_size": [32, 24]}));
+    }
+
+    #[test]
+    fn dir_config_reads_diffusers_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"in_channels": 1, "block_out_channels": [32, 64, 64]}"#,
+        )
+        .unwrap();
+        let cfg = read_dir_config(dir.path()).unwrap();
+        assert_eq!(cfg, DirConfig { in_channels: 1, vae_scale_factor: Some(4) });
+        std::fs::write(dir.path().join("rbln_config.json"), "{not json").unwrap();
+        let e = read_dir_config(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("rbln_config.json"), "{e}");
+    }
+}

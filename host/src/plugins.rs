@@ -1,0 +1,439 @@
+//! Plugin discovery, loading, and the registry of what the loaded plugins provide.
+//!
+//! Each plugin is loaded with `lib_header_from_path(..)?.init_root_module::<PluginRootRef>()`,
+//! never with `RootModule::load_from_file`, which caches one library per root-module type and
+//! would silently hand back the first plugin for every later path.
+
+use plugin_api::abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use plugin_api::abi_stable::sabi_types::{VersionNumber, VersionStrings};
+use plugin_api::{CompilerBox, DeviceBox, ModelClassBox, PluginInfo, PluginRootRef};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod backend;
+mod error;
+
+pub use error::RegistryError;
+
+/// The environment variable holding a path list of plugin directories.
+pub const PLUGIN_DIR_ENV: &str = "MLHOST_PLUGIN_DIR";
+
+/// The plugin-api version this host was built against.
+pub fn host_abi_version() -> &'static str {
+    PluginRootRef::VERSION_STRINGS.version.as_str()
+}
+
+/// Where plugins are looked for, in priority order: explicit directories (`--plugin-dir`), else
+/// the `MLHOST_PLUGIN_DIR` path list, else the directory of the running executable.
+pub fn plugin_search_path(explicit: &[PathBuf]) -> Result<Vec<PathBuf>, RegistryError> {
+    if !explicit.is_empty() {
+        return Ok(explicit.to_vec());
+    }
+    if let Some(list) = std::env::var_os(PLUGIN_DIR_ENV) {
+        let dirs: Vec<PathBuf> = std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !dirs.is_empty() {
+            return Ok(dirs);
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| RegistryError::NoExeDir(e.to_string()))?;
+    match exe.parent() {
+        Some(dir) => Ok(vec![dir.to_path_buf()]),
+        None => Err(RegistryError::NoExeDir(format!(
+            "{} has no parent directory",
+            exe.display()
+        ))),
+    }
+}
+
+/// Returns true for file names that may be dynamic libraries: `lib*.so`, `*.dylib`, `*.dll`.
+pub fn is_library_file_name(name: &str) -> bool {
+    (name.starts_with("lib") && name.ends_with(".so"))
+        || name.ends_with(".dylib")
+        || name.ends_with(".dll")
+}
+
+/// One loaded plugin library.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+}
+
+/// Something a plugin provides, with the index of that plugin in [`PluginRegistry::plugins`].
+pub struct Provided<T> {
+    /// Index into [`PluginRegistry::plugins`].
+    pub plugin: usize,
+    /// The shared trait object.
+    pub item: Arc<T>,
+}
+
+/// Everything the loaded plugins provide, by name.
+#[derive(Default)]
+pub struct PluginRegistry {
+    /// The loaded plugins, in load order.
+    pub plugins: Vec<LoadedPlugin>,
+    /// Compilers by name.
+    pub compilers: BTreeMap<String, Provided<CompilerBox>>,
+    /// Devices by name.
+    pub devices: BTreeMap<String, Provided<DeviceBox>>,
+    /// Model classes by name.
+    pub model_classes: BTreeMap<String, Provided<ModelClassBox>>,
+    /// The directories and files that were searched.
+    pub searched: Vec<PathBuf>,
+}
+
+impl fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("plugins", &self.plugins)
+            .field("compilers", &self.compilers.keys().collect::<Vec<_>>())
+            .field("devices", &self.devices.keys().collect::<Vec<_>>())
+            .field("model_classes", &self.model_classes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What loading one library file found.
+enum Probe {
+    Plugin(PluginRootRef),
+    NotAPlugin(String),
+}
+
+impl PluginRegistry {
+    /// Loads every plugin found in `paths`. A directory is scanned (non-recursively, in file-name
+    /// order) for library files; a file is loaded as a plugin. Libraries that are not mlhost
+    /// plugins are skipped; a plugin that fails to load is an error.
+    pub fn load(paths: &[PathBuf]) -> Result<PluginRegistry, RegistryError> {
+        let mut registry = PluginRegistry {
+            searched: paths.to_vec(),
+            ..PluginRegistry::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for path in paths {
+            for file in library_files(path)? {
+                let key = file.canonicalize().unwrap_or_else(|_| file.clone());
+                if seen.insert(key) {
+                    registry.load_file(&file)?;
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Loads one library file, registering what it provides if it is an mlhost plugin.
+    /// Returns false (and logs at debug level) if it is not one.
+    pub fn load_file(&mut self, path: &Path) -> Result<bool, RegistryError> {
+        let root = match probe(path)? {
+            Probe::Plugin(root) => root,
+            Probe::NotAPlugin(why) => {
+                tracing::debug!("skipping {}: {why}", path.display());
+                return Ok(false);
+            }
+        };
+        let info = root.info()();
+        let index = self.plugins.len();
+        let plugin = LoadedPlugin {
+            path: path.to_path_buf(),
+            info,
+        };
+        tracing::info!(
+            "loaded plugin {} {} from {}",
+            plugin.info.name,
+            plugin.info.version,
+            path.display()
+        );
+        let compilers = root.compilers()();
+        let devices = root.devices()();
+        let classes = root.model_classes()();
+        self.plugins.push(plugin);
+        for c in compilers {
+            let name = c.name().into_string();
+            insert(&mut self.compilers, &self.plugins, "compiler", name, index, c)?;
+        }
+        for d in devices {
+            let name = d.name().into_string();
+            insert(&mut self.devices, &self.plugins, "device", name, index, d)?;
+        }
+        for m in classes {
+            let name = m.name().into_string();
+            insert(&mut self.model_classes, &self.plugins, "model class", name, index, m)?;
+        }
+        Ok(true)
+    }
+
+    /// The compiler named `name`.
+    pub fn compiler(&self, name: &str) -> Result<&Arc<CompilerBox>, RegistryError> {
+        lookup(&self.compilers, "compiler", name, "--compiler")
+    }
+
+    /// The device named `name`.
+    pub fn device(&self, name: &str) -> Result<&Arc<DeviceBox>, RegistryError> {
+        lookup(&self.devices, "device", name, "--device")
+    }
+
+    /// The model class named `name`.
+    pub fn model_class(&self, name: &str) -> Result<&Arc<ModelClassBox>, RegistryError> {
+        lookup(&self.model_classes, "model class", name, "--class")
+    }
+
+    /// The plugin that provides an item registered at `index`.
+    pub fn plugin(&self, index: usize) -> &LoadedPlugin {
+        &self.plugins[index]
+    }
+
+    /// `name` if given, else the only loaded model class.
+    pub fn select_model_class(&self, name: Option<&str>) -> Result<String, RegistryError> {
+        self.select(&self.model_classes, "model class", name, None, "--class")
+    }
+
+    /// `name` if given, else the only loaded compiler, else `rbln-npu`.
+    pub fn select_compiler(&self, name: Option<&str>) -> Result<String, RegistryError> {
+        self.select(&self.compilers, "compiler", name, Some("rbln-npu"), "--compiler")
+    }
+
+    /// `name` if given, else the only loaded device, else `rbln-npu`.
+    pub fn select_device(&self, name: Option<&str>) -> Result<String, RegistryError> {
+        self.select(&self.devices, "device", name, Some("rbln-npu"), "--device")
+    }
+
+    fn select<T>(
+        &self,
+        map: &BTreeMap<String, Provided<T>>,
+        kind: &'static str,
+        name: Option<&str>,
+        fallback: Option<&str>,
+        flag: &'static str,
+    ) -> Result<String, RegistryError> {
+        if let Some(name) = name {
+            lookup(map, kind, name, flag)?;
+            return Ok(name.to_string());
+        }
+        if map.len() == 1 {
+            return Ok(map.keys().next().cloned().unwrap_or_default());
+        }
+        if let Some(fallback) = fallback.filter(|f| map.contains_key(*f)) {
+            return Ok(fallback.to_string());
+        }
+        if map.is_empty() {
+            return Err(RegistryError::NoneLoaded {
+                kind,
+                searched: join_paths(&self.searched),
+            });
+        }
+        Err(RegistryError::Ambiguous {
+            kind,
+            available: map.keys().cloned().collect::<Vec<_>>().join(", "),
+            flag,
+        })
+    }
+}
+
+fn insert<T>(
+    map: &mut BTreeMap<String, Provided<T>>,
+    plugins: &[LoadedPlugin],
+    kind: &'static str,
+    name: String,
+    plugin: usize,
+    item: T,
+) -> Result<(), RegistryError> {
+    if let Some(existing) = map.get(&name) {
+        return Err(RegistryError::Duplicate {
+            kind,
+            name,
+            first: plugins[existing.plugin].path.clone(),
+            second: plugins[plugin].path.clone(),
+        });
+    }
+    let item = Arc::new(item);
+    map.insert(name, Provided { plugin, item });
+    Ok(())
+}
+
+fn lookup<'a, T>(
+    map: &'a BTreeMap<String, Provided<T>>,
+    kind: &'static str,
+    name: &str,
+    flag: &'static str,
+) -> Result<&'a Arc<T>, RegistryError> {
+    map.get(name)
+        .map(|p| &p.item)
+        .ok_or_else(|| RegistryError::NotFound {
+            kind,
+            name: name.to_string(),
+            available: if map.is_empty() {
+                "none".to_string()
+            } else {
+                map.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+            flag,
+        })
+}
+
+pub(crate) fn join_paths(paths: &[PathBuf]) -> String {
+    let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    list.join(", ")
+}
+
+/// The library files to consider under `path` (a directory or a single file), sorted by name.
+fn library_files(path: &Path) -> Result<Vec<PathBuf>, RegistryError> {
+    let meta = std::fs::metadata(path).map_err(|e| RegistryError::MissingPath {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| RegistryError::MissingPath {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| RegistryError::MissingPath {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let file = entry.path();
+        if is_library_file_name(name) && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Opens a library and, if it exports an mlhost root module, checks and initializes it.
+fn probe(path: &Path) -> Result<Probe, RegistryError> {
+    let header = match lib_header_from_path(path) {
+        Ok(header) => header,
+        Err(LibraryError::GetSymbolError { .. }) => {
+            return Ok(Probe::NotAPlugin(
+                "it does not export an abi_stable root module".to_string(),
+            ))
+        }
+        Err(LibraryError::OpenError { err, .. }) => {
+            return Err(RegistryError::Open {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            })
+        }
+        Err(other) => {
+            return Err(RegistryError::AbiStable {
+                path: path.to_path_buf(),
+                details: other.to_string().trim().to_string(),
+            })
+        }
+    };
+    let consts = header.root_mod_consts();
+    let module_name = consts.name().as_str();
+    if module_name != PluginRootRef::NAME {
+        return Ok(Probe::NotAPlugin(format!(
+            "its root module is `{module_name}`, not `{}`",
+            PluginRootRef::NAME
+        )));
+    }
+    let plugin_version = consts.version_strings();
+    if !versions_compatible(PluginRootRef::VERSION_STRINGS, plugin_version) {
+        return Err(incompatible_version(path, plugin_version.version.as_str()));
+    }
+    header
+        .init_root_module::<PluginRootRef>()
+        .map(Probe::Plugin)
+        .map_err(|e| match e {
+            LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+                incompatible_version(path, &actual_version.to_string())
+            }
+            LibraryError::AbiInstability(details) => RegistryError::IncompatibleLayout {
+                path: path.to_path_buf(),
+                plugin: plugin_name_from_path(path),
+                plugin_version: plugin_version.version.as_str().to_string(),
+                host_version: host_abi_version().to_string(),
+                details: details.to_string().trim().to_string(),
+            },
+            other => RegistryError::Init {
+                path: path.to_path_buf(),
+                details: other.to_string().trim().to_string(),
+            },
+        })
+}
+
+fn incompatible_version(path: &Path, plugin_version: &str) -> RegistryError {
+    RegistryError::IncompatibleVersion {
+        path: path.to_path_buf(),
+        plugin: plugin_name_from_path(path),
+        plugin_version: plugin_version.to_string(),
+        host_version: host_abi_version().to_string(),
+    }
+}
+
+/// The plugin-api compatibility rule: same major version, and for `0.y` also the same minor.
+pub fn versions_compatible(host: VersionStrings, plugin: VersionStrings) -> bool {
+    match (VersionNumber::new(host), VersionNumber::new(plugin)) {
+        (Ok(h), Ok(p)) => h.major == p.major && (h.major != 0 || h.minor == p.minor),
+        _ => false,
+    }
+}
+
+/// A plugin's name as far as it can be known without initializing it: the file stem without
+/// the `lib` prefix, with `_` as `-` (`librbln_npu.so` -> `rbln-npu`).
+pub fn plugin_name_from_path(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("unknown");
+    let stem = stem.strip_prefix("lib").unwrap_or(stem);
+    stem.replace('_', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_rule() {
+        let v = VersionStrings::new;
+        assert!(versions_compatible(v("0.1.0"), v("0.1.7")));
+        assert!(!versions_compatible(v("0.1.0"), v("0.2.0")));
+        assert!(!versions_compatible(v("0.2.0"), v("0.1.0")));
+        assert!(!versions_compatible(v("0.1.0"), v("99.0.0")));
+        assert!(versions_compatible(v("1.2.0"), v("1.0.3")));
+        assert!(!versions_compatible(v("1.0.0"), v("not-a-version")));
+    }
+
+    #[test]
+    fn library_names() {
+        assert!(is_library_file_name("librbln_npu.so"));
+        assert!(is_library_file_name("rbln_npu.dll"));
+        assert!(is_library_file_name("librbln_npu.dylib"));
+        assert!(!is_library_file_name("rbln_npu.so"));
+        assert!(!is_library_file_name("librbln_npu.rlib"));
+        assert!(!is_library_file_name("librbln_npu.d"));
+        assert_eq!(plugin_name_from_path(Path::new("/x/librbln_npu.so")), "rbln-npu");
+    }
+
+    #[test]
+    fn missing_dir_is_an_error_naming_it() {
+        let e = PluginRegistry::load(&[PathBuf::from("/nonexistent/plugins")]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/plugins"), "{e}");
+    }
+
+    #[test]
+    fn empty_registry_selection_errors() {
+        let r = PluginRegistry {
+            searched: vec![PathBuf::from("/p")],
+            ..PluginRegistry::default()
+        };
+        let e = r.select_model_class(None).unwrap_err();
+        assert!(e.to_string().contains("/p"), "{e}");
+        let e = r.select_compiler(Some("x")).unwrap_err();
+        assert!(e.to_string().contains("no compiler named \"x\""), "{e}");
+    }
+}
