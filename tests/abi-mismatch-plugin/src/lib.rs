@@ -8,11 +8,11 @@
 //! that names the file and both versions, never with a layout error and never by running code
 //! from here.
 
-use plugin_api::abi_stable::library::RootModule;
-use plugin_api::abi_stable::prefix_type::PrefixTypeTrait;
-use plugin_api::abi_stable::sabi_types::VersionStrings;
-use plugin_api::abi_stable::std_types::RString;
-use plugin_api::abi_stable::{declare_root_module_statics, export_root_module, StableAbi};
+use abi_stable::library::RootModule;
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::std_types::RString;
+use abi_stable::{declare_root_module_statics, export_root_module, StableAbi};
 
 /// The plugin-api version this fixture claims to be built against.
 pub const CLAIMED_ABI_VERSION: &str = "99.0.0";
