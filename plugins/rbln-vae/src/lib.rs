@@ -10,10 +10,13 @@ mod blocks;
 pub mod config;
 pub mod graph;
 pub mod model;
+mod rbln_args;
+pub mod rbln_config;
 pub mod testing;
 pub mod weights;
 
 pub use blocks::GROUP_NORM_EPS;
 pub use config::{AutoencoderKLConfig, AutoencoderKLConfigFile, SampleSize};
 pub use model::AutoencoderKL;
+pub use rbln_config::{RBLNAutoencoderKLConfig, RuntimeOptions};
 pub use weights::{Weight, Weights};
