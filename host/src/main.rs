@@ -2,6 +2,7 @@
 //! errors into `error: ...` on stderr and a non-zero exit code.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use mlhost::cli::{exit_code, run, Cli};
 use tracing_subscriber::EnvFilter;
 
@@ -17,7 +18,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .without_time()
         .init();
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");

@@ -116,10 +116,27 @@ impl PluginRegistry {
         };
         let mut seen = std::collections::HashSet::new();
         for path in paths {
+            if path.is_file() {
+                if seen.insert(canonical(path)) && !registry.load_file(path)? {
+                    return Err(RegistryError::NotAPlugin {
+                        path: path.clone(),
+                        reason: "it does not export an mlhost plugin root module".into(),
+                    });
+                }
+                continue;
+            }
             for file in library_files(path)? {
-                let key = file.canonicalize().unwrap_or_else(|_| file.clone());
-                if seen.insert(key) {
-                    registry.load_file(&file)?;
+                if !seen.insert(canonical(&file)) {
+                    continue;
+                }
+                match registry.load_file(&file) {
+                    Ok(_) => {}
+                    // A file in a scanned directory that the loader cannot open at all (wrong
+                    // architecture, unresolved symbols) may not be meant as a plugin: warn only.
+                    Err(RegistryError::Open { path, reason }) => {
+                        tracing::warn!("skipping {}: cannot load it: {reason}", path.display())
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -127,7 +144,8 @@ impl PluginRegistry {
     }
 
     /// Loads one library file, registering what it provides if it is an mlhost plugin.
-    /// Returns false (and logs at debug level) if it is not one.
+    /// Returns false (and logs at debug level) if it is a loadable library but not an mlhost
+    /// plugin; fails if it cannot be opened or is an mlhost plugin that cannot be used.
     pub fn load_file(&mut self, path: &Path) -> Result<bool, RegistryError> {
         let root = match probe(path)? {
             Probe::Plugin(root) => root,
@@ -280,14 +298,21 @@ pub(crate) fn join_paths(paths: &[PathBuf]) -> String {
     list.join(", ")
 }
 
-/// The library files to consider under `path` (a directory or a single file), sorted by name.
+/// The library files to consider in directory `path`, sorted by name.
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn library_files(path: &Path) -> Result<Vec<PathBuf>, RegistryError> {
     let meta = std::fs::metadata(path).map_err(|e| RegistryError::MissingPath {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    if !meta.is_dir() {
+        return Err(RegistryError::MissingPath {
+            path: path.to_path_buf(),
+            reason: "not a directory or a library file".into(),
+        });
     }
     let entries = std::fs::read_dir(path).map_err(|e| RegistryError::MissingPath {
         path: path.to_path_buf(),

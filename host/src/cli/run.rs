@@ -155,12 +155,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         require_dir(parent, "output directory")?;
     }
 
-    let class_name = choose_class(registry, args)?;
-    let class = registry.model_class(&class_name)?;
-    let dir = path_str(&args.model_dir)?;
-    let compiled = class.is_compiled_dir(dir.into());
     let config = read_dir_config(&args.model_dir)?;
-
     let input = match in_format {
         Format::SafeTensors => io::read_safetensors(&args.input, method.input_tensor())?,
         Format::Png => io::read_png(&args.input, config.in_channels)?,
@@ -175,6 +170,11 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+
+    let class_name = choose_class(registry, args)?;
+    let class = registry.model_class(&class_name)?;
+    let dir = path_str(&args.model_dir)?;
+    let compiled = class.is_compiled_dir(dir.into());
     let kwargs = if compiled {
         tracing::info!("loading compiled {class_name} from {dir}");
         Map::new()

@@ -24,6 +24,14 @@ pub enum RegistryError {
         /// The loader's message.
         reason: String,
     },
+    /// A library file given explicitly is not an mlhost plugin.
+    #[error("{path} is not an mlhost plugin: {reason}")]
+    NotAPlugin {
+        /// The library file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The library was built with an incompatible abi_stable.
     #[error("library {path} uses an abi_stable incompatible with this host: {details}")]
     AbiStable {
@@ -129,6 +137,7 @@ impl RegistryError {
                 | RegistryError::NotFound { .. }
                 | RegistryError::NoneLoaded { .. }
                 | RegistryError::Ambiguous { .. }
+                | RegistryError::NotAPlugin { .. }
         )
     }
 }
