@@ -101,7 +101,10 @@ type MicroKernel = fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR];
 #[inline(always)]
 fn micro_body<const FMA: bool>(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
-    for (ak, bk) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * NR].chunks_exact(NR)) {
+    for (ak, bk) in a[..kc * MR]
+        .chunks_exact(MR)
+        .zip(b[..kc * NR].chunks_exact(NR))
+    {
         for i in 0..MR {
             let av = ak[i];
             for j in 0..NR {
@@ -122,7 +125,7 @@ fn micro_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+unsafe fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     micro_body::<true>(kc, a, b)
 }
 
@@ -173,8 +176,14 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a_packed.len() >= packed_a_len(m, k), "gemm: packed A too short");
-    assert!((m - 1) * c.rs + (n - 1) * c.cs < c.data.len(), "gemm: C too short");
+    assert!(
+        a_packed.len() >= packed_a_len(m, k),
+        "gemm: packed A too short"
+    );
+    assert!(
+        (m - 1) * c.rs + (n - 1) * c.cs < c.data.len(),
+        "gemm: C too short"
+    );
     if let Some(bias) = bias {
         assert!(bias.len() >= m, "gemm: bias too short");
     }
@@ -188,7 +197,10 @@ pub fn gemm(
     }
     let kernel = micro_kernel();
     let tasks_wanted = 4 * rayon::current_num_threads();
-    let nc = n.div_ceil(tasks_wanted).next_multiple_of(NR).clamp(NR, NC_MAX);
+    let nc = n
+        .div_ceil(tasks_wanted)
+        .next_multiple_of(NR)
+        .clamp(NR, NC_MAX);
     let (rs, cs) = (c.rs, c.cs);
     let out = SharedOut(c.data.as_mut_ptr());
     let out = &out;
@@ -203,7 +215,13 @@ pub fn gemm(
                 let kc = KC.min(k - k0);
                 for q in 0..panels {
                     let width = NR.min(ncb - q * NR);
-                    b.pack_panel(k0, kc, j0 + q * NR, width, &mut buf[q * kc * NR..][..kc * NR]);
+                    b.pack_panel(
+                        k0,
+                        kc,
+                        j0 + q * NR,
+                        width,
+                        &mut buf[q * kc * NR..][..kc * NR],
+                    );
                 }
                 for p in 0..m.div_ceil(MR) {
                     let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
@@ -214,7 +232,11 @@ pub fn gemm(
                         for (i, acc_row) in acc.iter().enumerate().take(rows) {
                             let row = p * MR + i;
                             let base = row * rs + (j0 + q * NR) * cs;
-                            let add = if k0 == 0 { bias.map_or(0.0, |b| b[row]) } else { 0.0 };
+                            let add = if k0 == 0 {
+                                bias.map_or(0.0, |b| b[row])
+                            } else {
+                                0.0
+                            };
                             for (jj, &v) in acc_row.iter().enumerate().take(cols) {
                                 // SAFETY: the index is < c.data.len() (asserted above for the
                                 // largest (i, j)), and column j0 + q*NR + jj belongs to this

@@ -34,7 +34,11 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Output dim `i` is input dim `perm[i]`.
 pub fn transpose(x: &[f32], shape: &[usize], perm: &[usize], out: &mut [f32]) {
-    assert_eq!(x.len(), shape.iter().product::<usize>(), "transpose: input length");
+    assert_eq!(
+        x.len(),
+        shape.iter().product::<usize>(),
+        "transpose: input length"
+    );
     assert_eq!(out.len(), x.len(), "transpose: output length");
     let r = shape.len();
     if r == 0 || x.is_empty() {

@@ -64,7 +64,15 @@ pub fn matmul(
             cs: 1,
         };
         if transpose_b {
-            gemm::gemm(m, n, k, &a_packed, &TransposedB { data: bm, ld: k }, None, c);
+            gemm::gemm(
+                m,
+                n,
+                k,
+                &a_packed,
+                &TransposedB { data: bm, ld: k },
+                None,
+                c,
+            );
         } else {
             gemm::gemm(m, n, k, &a_packed, &RowMajorB { data: bm, ld: n }, None, c);
         }

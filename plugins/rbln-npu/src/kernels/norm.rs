@@ -18,9 +18,18 @@ pub fn group_norm(
     act: Option<Activation>,
     out: &mut [f32],
 ) {
-    assert!(groups > 0 && c % groups == 0, "group_norm: groups must divide channels");
-    assert!(x.len() == n * c * s && out.len() == x.len(), "group_norm: lengths");
-    assert!(gamma.len() == c && beta.len() == c, "group_norm: affine lengths");
+    assert!(
+        groups > 0 && c.is_multiple_of(groups),
+        "group_norm: groups must divide channels"
+    );
+    assert!(
+        x.len() == n * c * s && out.len() == x.len(),
+        "group_norm: lengths"
+    );
+    assert!(
+        gamma.len() == c && beta.len() == c,
+        "group_norm: affine lengths"
+    );
     let cpg = c / groups;
     let glen = cpg * s;
     if glen == 0 {
@@ -46,7 +55,10 @@ pub fn group_norm(
                 let (a, b, m) = ((gamma[ch] as f64 * inv_std) as f32, beta[ch], mean as f32);
                 let (oc, xc) = (&mut o[ci * s..(ci + 1) * s], &xs[ci * s..(ci + 1) * s]);
                 match act {
-                    None => oc.iter_mut().zip(xc).for_each(|(y, &v)| *y = (v - m) * a + b),
+                    None => oc
+                        .iter_mut()
+                        .zip(xc)
+                        .for_each(|(y, &v)| *y = (v - m) * a + b),
                     Some(k) => oc
                         .iter_mut()
                         .zip(xc)

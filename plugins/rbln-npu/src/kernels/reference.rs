@@ -104,7 +104,14 @@ pub fn upsample_nearest_2x(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<
 }
 
 /// `x[rows, k] @ w[n, k]^T + b`.
-pub fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, b: Option<&[f32]>) -> Vec<f32> {
+pub fn linear(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
     let mut out = vec![0.0; rows * n];
     for r in 0..rows {
         for o in 0..n {

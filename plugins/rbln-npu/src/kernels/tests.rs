@@ -96,7 +96,10 @@ fn matmul_linear_softmax_match_reference() {
 fn group_norm_matches_reference_with_offset_data() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (n, c, s, groups) = (2, 6, 35, 3);
-    let x: Vec<f32> = rand_vec(&mut rng, n * c * s).iter().map(|v| v * 3.0 + 50.0).collect();
+    let x: Vec<f32> = rand_vec(&mut rng, n * c * s)
+        .iter()
+        .map(|v| v * 3.0 + 50.0)
+        .collect();
     let gamma = rand_vec(&mut rng, c);
     let beta = rand_vec(&mut rng, c);
     for act in [None, Some(Activation::Silu)] {
@@ -110,9 +113,17 @@ fn group_norm_matches_reference_with_offset_data() {
 #[test]
 fn eltwise_and_layout_match_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let x: Vec<f32> = rand_vec(&mut rng, 3 * 5 * 7).iter().map(|v| v * 6.0).collect();
+    let x: Vec<f32> = rand_vec(&mut rng, 3 * 5 * 7)
+        .iter()
+        .map(|v| v * 6.0)
+        .collect();
     let y = rand_vec(&mut rng, x.len());
-    for kind in [Activation::Silu, Activation::Relu, Activation::Gelu, Activation::Mish] {
+    for kind in [
+        Activation::Silu,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Mish,
+    ] {
         let mut got = vec![0.0; x.len()];
         eltwise::activation(kind, &x, &mut got);
         assert_close(&got, &reference::activation(kind, &x), 0.0, "activation");
@@ -125,13 +136,23 @@ fn eltwise_and_layout_match_reference() {
 
     let mut up = vec![0.0; 4 * x.len()];
     layout::upsample_nearest_2x(&x, 3, 5, 7, &mut up);
-    assert_close(&up, &reference::upsample_nearest_2x(&x, 3, 5, 7), 0.0, "upsample");
+    assert_close(
+        &up,
+        &reference::upsample_nearest_2x(&x, 3, 5, 7),
+        0.0,
+        "upsample",
+    );
 
     let shape = [3, 5, 7];
     for perm in [[0, 2, 1], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
         let mut got = vec![0.0; x.len()];
         layout::transpose(&x, &shape, &perm, &mut got);
-        assert_close(&got, &reference::transpose(&x, &shape, &perm), 0.0, "transpose");
+        assert_close(
+            &got,
+            &reference::transpose(&x, &shape, &perm),
+            0.0,
+            "transpose",
+        );
     }
     let mut got = vec![0.0; 3 * 2 * 7];
     layout::slice(&x, &shape, 1, 2, 4, &mut got);
@@ -173,5 +194,9 @@ fn conv_speed() {
     conv::conv2d_packed(&g, &x, &w, None, &mut out);
     let s = t.elapsed().as_secs_f64();
     let gflop = 2.0 * 512.0 * g.depth() as f64 * 4096.0 / 1e9;
-    println!("{} kernel: {gflop:.1} GFLOP in {s:.2}s = {:.1} GFLOP/s", gemm::kernel_isa(), gflop / s);
+    println!(
+        "{} kernel: {gflop:.1} GFLOP in {s:.2}s = {:.1} GFLOP/s",
+        gemm::kernel_isa(),
+        gflop / s
+    );
 }

@@ -1,0 +1,184 @@
+//! Static memory planning as plain data: alias analysis (a reshape shares its input's memory),
+//! liveness of every intermediate value, and greedy best-fit offsets in one f32 arena.
+
+use crate::program::{Def, Loc, MemoryPlan, Program, ValueId};
+use plugin_api::graph::Op;
+
+/// Arena offsets are multiples of this many floats (64 bytes).
+pub const ALIGN: usize = 16;
+
+/// One arena buffer: `size` floats live from step `start` through step `end` (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffer {
+    /// Floats.
+    pub size: usize,
+    /// Producing step.
+    pub start: usize,
+    /// Last step that reads it (the step count if it is a graph output).
+    pub end: usize,
+}
+
+impl Buffer {
+    fn overlaps_in_time(&self, o: &Buffer) -> bool {
+        self.start <= o.end && o.start <= self.end
+    }
+}
+
+/// Places buffers greedily, largest first, each into the smallest gap left between the
+/// buffers already placed that are live at the same time. Returns offsets and arena size.
+pub fn assign_offsets(bufs: &[Buffer], align: usize) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..bufs.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(bufs[i].size), bufs[i].start));
+    let mut offsets = vec![0; bufs.len()];
+    let mut placed: Vec<usize> = Vec::new();
+    let mut total = 0;
+    for i in order {
+        let b = bufs[i];
+        let mut live: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| bufs[j].overlaps_in_time(&b))
+            .map(|&j| (offsets[j], bufs[j].size))
+            .collect();
+        live.sort_unstable();
+        let (mut cursor, mut best): (usize, Option<(usize, usize)>) = (0, None);
+        for (off, size) in live {
+            if off >= cursor && off - cursor >= b.size {
+                let gap = off - cursor;
+                if best.is_none_or(|(_, g)| gap < g) {
+                    best = Some((cursor, gap));
+                }
+            }
+            cursor = cursor.max((off + size).next_multiple_of(align));
+        }
+        offsets[i] = best.map_or(cursor, |(o, _)| o);
+        total = total.max(offsets[i] + b.size);
+        placed.push(i);
+    }
+    (offsets, total)
+}
+
+/// Checks that no two buffers live at the same time share memory.
+pub fn check_no_overlap(bufs: &[Buffer], offsets: &[usize]) -> Result<(), String> {
+    for i in 0..bufs.len() {
+        for j in i + 1..bufs.len() {
+            let (a, b) = (&bufs[i], &bufs[j]);
+            let space = offsets[i] < offsets[j] + b.size && offsets[j] < offsets[i] + a.size;
+            if a.overlaps_in_time(b) && space && a.size > 0 && b.size > 0 {
+                return Err(format!(
+                    "buffers {i} (steps {}..={}, floats {}..{}) and {j} (steps {}..={}, floats {}..{}) overlap",
+                    a.start, a.end, offsets[i], offsets[i] + a.size, b.start, b.end, offsets[j], offsets[j] + b.size
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Result of alias and liveness analysis.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// The value whose memory each value uses (itself unless it is a reshape of something).
+    pub root: Vec<ValueId>,
+    /// One buffer per root value produced by a step.
+    pub buffers: Vec<Buffer>,
+    /// Buffer index of each value's root, if it lives in the arena.
+    pub buffer_of: Vec<Option<usize>>,
+}
+
+/// Computes aliases and live ranges of `p` (which must be structurally valid).
+pub fn analyze(p: &Program) -> Liveness {
+    let n = p.values.len();
+    let mut root: Vec<ValueId> = (0..n).collect();
+    let mut buffers = Vec::new();
+    let mut buffer_of = vec![None; n];
+    for (s, step) in p.steps.iter().enumerate() {
+        if matches!(step.op, Op::Reshape(_)) && step.activation.is_none() {
+            root[step.output] = root[step.inputs[0]];
+            buffer_of[step.output] = buffer_of[root[step.output]];
+        } else {
+            buffer_of[step.output] = Some(buffers.len());
+            buffers.push(Buffer {
+                size: p.values[step.output].numel(),
+                start: s,
+                end: s,
+            });
+        }
+        for &v in &step.inputs {
+            if let Some(b) = buffer_of[v] {
+                buffers[b].end = buffers[b].end.max(s);
+            }
+        }
+    }
+    for o in &p.outputs {
+        if let Some(b) = buffer_of[o.value] {
+            buffers[b].end = p.steps.len();
+        }
+    }
+    Liveness {
+        root,
+        buffers,
+        buffer_of,
+    }
+}
+
+/// Builds the memory plan of `p`.
+pub fn plan(p: &Program) -> MemoryPlan {
+    let live = analyze(p);
+    let (offsets, arena_len) = assign_offsets(&live.buffers, ALIGN);
+    let locs = (0..p.values.len())
+        .map(|v| match (live.buffer_of[v], p.values[live.root[v]].def) {
+            (Some(b), _) => Loc::Arena {
+                offset: offsets[b],
+                len: live.buffers[b].size,
+            },
+            (None, Def::Input(i)) => Loc::Input(i),
+            (None, Def::Weight(w)) => Loc::Weight(w),
+            (None, Def::Step(_)) => unreachable!("every step output root has a buffer"),
+        })
+        .collect();
+    MemoryPlan { arena_len, locs }
+}
+
+/// Checks a (possibly deserialized) memory plan against the program.
+pub fn check_plan(p: &Program, mem: &MemoryPlan) -> Result<(), String> {
+    if mem.locs.len() != p.values.len() {
+        return Err(format!(
+            "memory plan has {} locations for {} values",
+            mem.locs.len(),
+            p.values.len()
+        ));
+    }
+    let live = analyze(p);
+    let mut offsets = vec![usize::MAX; live.buffers.len()];
+    for (v, &loc) in mem.locs.iter().enumerate() {
+        let ok = match (live.buffer_of[v], p.values[live.root[v]].def) {
+            (Some(b), _) => match loc {
+                Loc::Arena { offset, len } => {
+                    let fits = len == live.buffers[b].size
+                        && offset.checked_add(len).is_some_and(|e| e <= mem.arena_len);
+                    if fits && (offsets[b] == usize::MAX || offsets[b] == offset) {
+                        offsets[b] = offset;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            },
+            (None, Def::Input(i)) => loc == Loc::Input(i),
+            (None, Def::Weight(w)) => loc == Loc::Weight(w),
+            (None, Def::Step(_)) => false,
+        };
+        if !ok {
+            return Err(format!(
+                "memory plan: value {v} (shape {:?}) has inconsistent location {loc:?}",
+                p.values[v].shape
+            ));
+        }
+    }
+    check_no_overlap(&live.buffers, &offsets).map_err(|e| format!("memory plan: {e}"))
+}
+
+#[cfg(test)]
+#[path = "memory_plan_tests.rs"]
+mod tests;

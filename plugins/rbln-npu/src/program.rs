@@ -1,0 +1,349 @@
+//! The compiled program: an immutable, serializable plan (schedule of steps, value shapes,
+//! weight layouts, arena offsets) shared by every run of an executable.
+
+use crate::compiler::memory_plan;
+use crate::kernels::gemm;
+use plugin_api::graph::{infer_node_shape, Activation, Op};
+use plugin_api::tensor::shape_str;
+use serde::{Deserialize, Serialize};
+
+/// Index into [`Program::values`].
+pub type ValueId = usize;
+
+/// Compile-time target options, recorded in the artifact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Target NPU name (e.g. `RBLN-CA25`), informational only: execution is on the host CPU.
+    pub npu: Option<String>,
+    /// Requested device count, informational only.
+    pub num_devices: Option<u32>,
+}
+
+/// A named graph input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorDesc {
+    /// Name used when calling.
+    pub name: String,
+    /// Static shape.
+    pub shape: Vec<usize>,
+}
+
+/// A named graph output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputDesc {
+    /// Name returned to the caller.
+    pub name: String,
+    /// The value returned.
+    pub value: ValueId,
+}
+
+/// Where a value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Def {
+    /// `inputs[i]`.
+    Input(usize),
+    /// `weights[i]`.
+    Weight(usize),
+    /// The output of `steps[i]`.
+    Step(usize),
+}
+
+/// One tensor value of the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Value {
+    /// Logical shape (packed weights keep their logical shape).
+    pub shape: Vec<usize>,
+    /// Producer.
+    pub def: Def,
+}
+
+impl Value {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Storage layout of a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Row-major, as in the checkpoint.
+    Plain,
+    /// A `rows x depth` matrix packed into GEMM panels of `mr` rows (see [`gemm::pack_a`]).
+    PackedA {
+        /// Rows (output channels / features).
+        rows: usize,
+        /// Depth (`C_in * KH * KW` or input features).
+        depth: usize,
+        /// Panel height; must equal this build's [`gemm::MR`].
+        mr: usize,
+    },
+}
+
+/// A constant tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Weight {
+    /// The checkpoint key it came from.
+    pub name: String,
+    /// Storage layout.
+    pub layout: Layout,
+    /// Stored floats.
+    pub len: usize,
+    /// The floats (stored after the plan in the artifact, not in its JSON).
+    #[serde(skip)]
+    pub data: Vec<f32>,
+}
+
+/// One scheduled operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Node name from the graph.
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// Operands.
+    pub inputs: Vec<ValueId>,
+    /// Result.
+    pub output: ValueId,
+    /// Activation applied to the result in place (set by fusion passes).
+    pub activation: Option<Activation>,
+}
+
+/// Where a value lives at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Loc {
+    /// The caller's input tensor `i`.
+    Input(usize),
+    /// Weight `i`.
+    Weight(usize),
+    /// `len` floats at `offset` of the per-call arena.
+    Arena {
+        /// First float.
+        offset: usize,
+        /// Number of floats.
+        len: usize,
+    },
+}
+
+/// The static memory plan: one location per value and the arena size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryPlan {
+    /// Floats in the per-call arena (peak activation memory).
+    pub arena_len: usize,
+    /// Location of each value, indexed by [`ValueId`].
+    pub locs: Vec<Loc>,
+}
+
+/// A compiled program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    /// Graph name (e.g. `decoder`).
+    pub name: String,
+    /// Target options.
+    pub target: Target,
+    /// Inputs in call order.
+    pub inputs: Vec<TensorDesc>,
+    /// Outputs in return order.
+    pub outputs: Vec<OutputDesc>,
+    /// All values.
+    pub values: Vec<Value>,
+    /// All constants.
+    pub weights: Vec<Weight>,
+    /// The schedule, in execution order.
+    pub steps: Vec<Step>,
+    /// Set by the `PlanMemory` pass.
+    pub memory: Option<MemoryPlan>,
+}
+
+impl Program {
+    /// Steps reading each value, as `(step, operand slot)`.
+    pub fn uses(&self) -> Vec<Vec<(usize, usize)>> {
+        let mut uses = vec![Vec::new(); self.values.len()];
+        for (s, step) in self.steps.iter().enumerate() {
+            for (slot, &v) in step.inputs.iter().enumerate() {
+                if v < uses.len() {
+                    uses[v].push((s, slot));
+                }
+            }
+        }
+        uses
+    }
+
+    /// Whether `v` is returned to the caller.
+    pub fn is_output(&self, v: ValueId) -> bool {
+        self.outputs.iter().any(|o| o.value == v)
+    }
+
+    /// Drops values and weights nothing refers to any more, renumbers, and re-derives step
+    /// definitions. Clears the memory plan.
+    pub fn compact(&mut self) {
+        let mut step_def = vec![None; self.values.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            step_def[s.output] = Some(i);
+        }
+        let mut keep = vec![false; self.values.len()];
+        for (v, val) in self.values.iter().enumerate() {
+            keep[v] = matches!(val.def, Def::Input(_)) || step_def[v].is_some();
+        }
+        let uses = self.uses();
+        for (v, val) in self.values.iter().enumerate() {
+            if matches!(val.def, Def::Weight(_)) {
+                keep[v] = !uses[v].is_empty() || self.is_output(v);
+            }
+        }
+        let mut remap = vec![usize::MAX; self.values.len()];
+        let mut wremap = vec![usize::MAX; self.weights.len()];
+        let (mut values, mut weights) = (Vec::new(), Vec::new());
+        let old_weights = std::mem::take(&mut self.weights);
+        let mut old_weights: Vec<Option<Weight>> = old_weights.into_iter().map(Some).collect();
+        for (v, mut val) in std::mem::take(&mut self.values).into_iter().enumerate() {
+            if !keep[v] {
+                continue;
+            }
+            match val.def {
+                Def::Weight(w) => {
+                    if wremap[w] == usize::MAX {
+                        wremap[w] = weights.len();
+                        weights.push(old_weights[w].take().expect("weight taken once"));
+                    }
+                    val.def = Def::Weight(wremap[w]);
+                }
+                Def::Step(_) => val.def = Def::Step(step_def[v].expect("kept step value")),
+                Def::Input(_) => {}
+            }
+            remap[v] = values.len();
+            values.push(val);
+        }
+        for s in &mut self.steps {
+            s.inputs.iter_mut().for_each(|v| *v = remap[*v]);
+            s.output = remap[s.output];
+        }
+        self.outputs
+            .iter_mut()
+            .for_each(|o| o.value = remap[o.value]);
+        self.values = values;
+        self.weights = weights;
+        self.memory = None;
+    }
+
+    /// Checks every invariant the runtime relies on: ids in range, topological order, shapes
+    /// (re-running the IR's shape rules), weight layouts and lengths, and, if present, that the
+    /// memory plan never places two simultaneously live values in overlapping memory.
+    pub fn validate(&self) -> Result<(), String> {
+        let nv = self.values.len();
+        for (v, val) in self.values.iter().enumerate() {
+            match val.def {
+                Def::Input(i) => {
+                    let inp = self
+                        .inputs
+                        .get(i)
+                        .ok_or(format!("value {v} reads missing input #{i}"))?;
+                    if inp.shape != val.shape {
+                        return Err(format!(
+                            "value {v}: shape differs from input '{}'",
+                            inp.name
+                        ));
+                    }
+                }
+                Def::Weight(w) => {
+                    let wt = self
+                        .weights
+                        .get(w)
+                        .ok_or(format!("value {v} reads missing weight #{w}"))?;
+                    self.check_weight(wt, val)?;
+                }
+                Def::Step(s) => {
+                    if self.steps.get(s).map(|st| st.output) != Some(v) {
+                        return Err(format!("value {v} claims to be produced by step #{s}, which does not produce it"));
+                    }
+                }
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let ctx =
+                |m: String| format!("step #{i} '{}' ({}): {m}", step.name, step.op.kind_name());
+            if !crate::runtime::supports(&step.op) {
+                return Err(ctx("this runtime has no kernel for the op".into()));
+            }
+            if step.output >= nv || self.values[step.output].def != Def::Step(i) {
+                return Err(ctx("its output value is not defined by it".into()));
+            }
+            let mut shapes = Vec::new();
+            for (slot, &v) in step.inputs.iter().enumerate() {
+                let val = self
+                    .values
+                    .get(v)
+                    .ok_or_else(|| ctx(format!("operand {slot} is missing value {v}")))?;
+                if matches!(val.def, Def::Step(j) if j >= i) {
+                    return Err(ctx(format!("operand {slot} is produced later")));
+                }
+                if let Def::Weight(w) = val.def {
+                    let packable = slot == 1 && matches!(step.op, Op::Conv2d(_) | Op::Linear);
+                    if self.weights[w].layout != Layout::Plain && !packable {
+                        return Err(ctx(format!(
+                            "operand {slot} is a packed weight it cannot read"
+                        )));
+                    }
+                }
+                shapes.push(val.shape.as_slice());
+            }
+            let out = infer_node_shape(&step.op, &shapes).map_err(ctx)?;
+            if out != self.values[step.output].shape {
+                return Err(ctx(format!(
+                    "shape rules give {} but the plan says {}",
+                    shape_str(&out),
+                    shape_str(&self.values[step.output].shape)
+                )));
+            }
+        }
+        if self.outputs.is_empty() {
+            return Err("the program has no outputs".into());
+        }
+        for o in &self.outputs {
+            if o.value >= nv {
+                return Err(format!(
+                    "output '{}' refers to missing value {}",
+                    o.name, o.value
+                ));
+            }
+        }
+        if let Some(mem) = &self.memory {
+            memory_plan::check_plan(self, mem)?;
+        }
+        Ok(())
+    }
+
+    fn check_weight(&self, wt: &Weight, val: &Value) -> Result<(), String> {
+        let n = val.numel();
+        let want = match wt.layout {
+            Layout::Plain => n,
+            Layout::PackedA { rows, depth, mr } => {
+                if mr != gemm::MR {
+                    return Err(format!(
+                        "weight '{}' is packed for {mr}-row panels, this runtime uses {}",
+                        wt.name,
+                        gemm::MR
+                    ));
+                }
+                if val.shape.first() != Some(&rows) || rows * depth != n {
+                    return Err(format!(
+                        "weight '{}': packed {rows}x{depth} does not match shape {}",
+                        wt.name,
+                        shape_str(&val.shape)
+                    ));
+                }
+                gemm::packed_a_len(rows, depth)
+            }
+        };
+        if wt.len != want || wt.data.len() != want {
+            return Err(format!(
+                "weight '{}' of shape {} needs {want} floats, the plan says {} and holds {}",
+                wt.name,
+                shape_str(&val.shape),
+                wt.len,
+                wt.data.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! A loaded artifact, ready to run from any number of threads.
+
+use super::{run_step, Sources};
+use crate::artifact;
+use crate::program::{Loc, Program};
+use plugin_api::tensor::shape_str;
+use plugin_api::{NamedTensor, PluginError, Tensor, TensorSpec};
+use std::sync::Arc;
+
+/// An executable: the verified plan and weights, shared immutably; every [`run`](Self::run)
+/// allocates its own arena.
+#[derive(Debug, Clone)]
+pub struct NpuExecutable {
+    program: Arc<Program>,
+}
+
+impl NpuExecutable {
+    /// Verifies and loads artifact bytes (see [`artifact::decode`]).
+    pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
+        Ok(NpuExecutable {
+            program: Arc::new(artifact::decode(bytes)?),
+        })
+    }
+
+    /// The loaded plan.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Input signatures, in order.
+    pub fn input_specs(&self) -> Vec<TensorSpec> {
+        self.program
+            .inputs
+            .iter()
+            .map(|i| TensorSpec::f32(i.name.clone(), &i.shape))
+            .collect()
+    }
+
+    /// Output signatures, in order.
+    pub fn output_specs(&self) -> Vec<TensorSpec> {
+        self.program
+            .outputs
+            .iter()
+            .map(|o| TensorSpec::f32(o.name.clone(), &self.program.values[o.value].shape))
+            .collect()
+    }
+
+    /// Runs the program. Inputs are matched by name and must have exactly the compiled shapes;
+    /// outputs come back in graph order with their graph names.
+    pub fn run(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, PluginError> {
+        let p = &*self.program;
+        let names = || {
+            p.inputs
+                .iter()
+                .map(|i| format!("'{}' {}", i.name, shape_str(&i.shape)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut bound: Vec<Option<&[f32]>> = vec![None; p.inputs.len()];
+        for t in inputs {
+            let name = t.name.as_str();
+            let Some(i) = p.inputs.iter().position(|d| d.name == name) else {
+                return Err(PluginError::invalid(format!(
+                    "graph '{}': unexpected input '{name}' (expected inputs: {})",
+                    p.name,
+                    names()
+                )));
+            };
+            if bound[i].is_some() {
+                return Err(PluginError::invalid(format!(
+                    "graph '{}': input '{name}' was given twice",
+                    p.name
+                )));
+            }
+            let given = t.tensor.shape();
+            if given != p.inputs[i].shape {
+                return Err(PluginError::invalid(format!(
+                    "graph '{}': input '{name}' has shape {}, expected {}",
+                    p.name,
+                    shape_str(&given),
+                    shape_str(&p.inputs[i].shape)
+                )));
+            }
+            bound[i] = Some(t.tensor.data());
+        }
+        let inputs: Vec<&[f32]> = bound
+            .into_iter()
+            .zip(&p.inputs)
+            .map(|(b, d)| {
+                b.ok_or_else(|| {
+                    PluginError::invalid(format!(
+                        "graph '{}': missing input '{}' of shape {}",
+                        p.name,
+                        d.name,
+                        shape_str(&d.shape)
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mem = p
+            .memory
+            .as_ref()
+            .expect("loaded programs have a memory plan");
+        let mut arena = vec![0.0f32; mem.arena_len];
+        let src = Sources {
+            inputs: &inputs,
+            program: p,
+        };
+        for s in 0..p.steps.len() {
+            run_step(s, &src, &mut arena);
+        }
+        p.outputs
+            .iter()
+            .map(|o| {
+                let data = match mem.locs[o.value] {
+                    Loc::Input(i) => inputs[i].to_vec(),
+                    Loc::Weight(w) => p.weights[w].data.clone(),
+                    Loc::Arena { offset, len } => arena[offset..offset + len].to_vec(),
+                };
+                Tensor::new(p.values[o.value].shape.clone(), data)
+                    .map(|t| NamedTensor::new(o.name.clone(), t))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,165 @@
+//! The CPU runtime: an immutable shared plan plus a per-call arena. Each step's operands are
+//! resolved to slices (caller inputs, weights or arena ranges) and handed to a kernel.
+
+pub mod executable;
+
+use crate::kernels::{conv, eltwise, layout, matmul, norm};
+use crate::program::{Def, Layout, Loc, Program, Step};
+use plugin_api::graph::Op;
+
+/// Read-only storage a step may read from besides the arena.
+pub(crate) struct Sources<'a> {
+    pub inputs: &'a [&'a [f32]],
+    pub program: &'a Program,
+}
+
+fn slice_of<'a>(
+    loc: Loc,
+    src: &Sources<'a>,
+    before: &'a [f32],
+    after: &'a [f32],
+    out_end: usize,
+) -> &'a [f32] {
+    match loc {
+        Loc::Input(i) => src.inputs[i],
+        Loc::Weight(w) => &src.program.weights[w].data,
+        // The plan was validated: an operand never overlaps the step's output range.
+        Loc::Arena { offset, len } if offset + len <= before.len() => &before[offset..offset + len],
+        Loc::Arena { offset, len } => &after[offset - out_end..offset - out_end + len],
+    }
+}
+
+/// Runs step `s` of `src.program` over `arena`.
+pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32]) {
+    let p = src.program;
+    let step = &p.steps[s];
+    let mem = p
+        .memory
+        .as_ref()
+        .expect("validated programs have a memory plan");
+    let out_loc = mem.locs[step.output];
+    if matches!(step.op, Op::Reshape(_))
+        && step.inputs.first().map(|&v| mem.locs[v]) == Some(out_loc)
+    {
+        return; // aliases its input
+    }
+    let Loc::Arena { offset, len } = out_loc else {
+        unreachable!("validated plan: step outputs live in the arena")
+    };
+    let (before, rest) = arena.split_at_mut(offset);
+    let (out, after) = rest.split_at_mut(len);
+    let (before, after): (&[f32], &[f32]) = (before, after);
+    let ins: Vec<&[f32]> = step
+        .inputs
+        .iter()
+        .map(|&v| slice_of(mem.locs[v], src, before, after, offset + len))
+        .collect();
+    execute(p, step, &ins, out);
+    if let Some(act) = step.activation {
+        if !matches!(step.op, Op::GroupNorm(_)) {
+            eltwise::activation_inplace(act, out);
+        }
+    }
+}
+
+fn packed(p: &Program, step: &Step, slot: usize) -> bool {
+    matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
+}
+
+fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32]) {
+    let shape = |slot: usize| p.values[step.inputs[slot]].shape.as_slice();
+    match &step.op {
+        Op::Conv2d(c) => {
+            let (x, w) = (shape(0), shape(1));
+            let g = conv::ConvGeom {
+                input: [x[0], x[1], x[2], x[3]],
+                c_out: w[0],
+                kernel: [w[2], w[3]],
+                stride: c.stride,
+                padding: c.padding,
+            };
+            let bias = ins.get(2).copied();
+            if packed(p, step, 1) {
+                conv::conv2d_packed(&g, ins[0], ins[1], bias, out);
+            } else {
+                conv::conv2d(&g, ins[0], ins[1], bias, out);
+            }
+        }
+        Op::GroupNorm(g) => {
+            let x = shape(0);
+            let s = x[2..].iter().product();
+            norm::group_norm(
+                ins[0],
+                x[0],
+                x[1],
+                s,
+                g.num_groups,
+                g.eps,
+                ins[1],
+                ins[2],
+                step.activation,
+                out,
+            );
+        }
+        Op::Activation { kind } => eltwise::activation(*kind, ins[0], out),
+        Op::Add => eltwise::add(ins[0], ins[1], out),
+        Op::Scale(s) => eltwise::scale(ins[0], s.factor, out),
+        Op::UpsampleNearest2x => {
+            let x = shape(0);
+            layout::upsample_nearest_2x(ins[0], x[0] * x[1], x[2], x[3], out);
+        }
+        Op::Linear => {
+            let (x, w) = (shape(0), shape(1));
+            let k = w[1];
+            let rows = x.iter().product::<usize>() / k.max(1);
+            let bias = ins.get(2).copied();
+            if packed(p, step, 1) {
+                matmul::linear_packed(ins[0], rows, k, ins[1], w[0], bias, out);
+            } else {
+                matmul::linear(ins[0], rows, k, ins[1], w[0], bias, out);
+            }
+        }
+        Op::MatMul(m) => {
+            let (a, r) = (shape(0), shape(0).len());
+            let batch = a[..r - 2].iter().product();
+            let n = p.values[step.output].shape[r - 1];
+            matmul::matmul(
+                ins[0],
+                ins[1],
+                batch,
+                a[r - 2],
+                a[r - 1],
+                n,
+                m.transpose_b,
+                out,
+            );
+        }
+        Op::Softmax => {
+            let d = *shape(0).last().expect("softmax rank >= 1");
+            matmul::softmax(ins[0], d, out);
+        }
+        Op::Reshape(_) => out.copy_from_slice(ins[0]),
+        Op::Transpose(t) => layout::transpose(ins[0], shape(0), &t.perm, out),
+        Op::Slice(s) => layout::slice(ins[0], shape(0), s.axis, s.start, s.end, out),
+        other => unreachable!("validated plan: op {} has a kernel", other.kind_name()),
+    }
+}
+
+/// Whether this runtime has a kernel for `op` (checked when a plan is validated).
+pub(crate) fn supports(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv2d(_)
+            | Op::GroupNorm(_)
+            | Op::Activation { .. }
+            | Op::Add
+            | Op::Scale(_)
+            | Op::UpsampleNearest2x
+            | Op::Linear
+            | Op::MatMul(_)
+            | Op::Softmax
+            | Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Slice(_)
+    )
+}

@@ -1,0 +1,306 @@
+//! End-to-end tests: compile small graphs, run them and compare with the reference kernels;
+//! artifact corruption; run-time input checks; the FFI wrappers.
+
+use crate::kernels::conv::ConvGeom;
+use crate::kernels::reference as r;
+use crate::{compile_graph, NpuExecutable};
+use plugin_api::graph::{Activation, GraphBuilder};
+use plugin_api::{ErrorKind, NamedTensor, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rv(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+struct Case {
+    graph: plugin_api::graph::Graph,
+    x: Vec<f32>,
+    expected: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+}
+
+/// conv -> group norm -> silu -> strided asymmetric conv -> upsample -> slice -> add ->
+/// attention (reshape, transpose, linear, matmul, scale, softmax) -> gelu / mish / relu.
+fn case() -> Case {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = rv(&mut rng, 3 * 6 * 7);
+    let (w1, b1) = (rv(&mut rng, 4 * 3 * 9), rv(&mut rng, 4));
+    let (gamma, beta) = (rv(&mut rng, 4), rv(&mut rng, 4));
+    let (w2, b2) = (rv(&mut rng, 4 * 4 * 9), rv(&mut rng, 4));
+    let (wq, bq, wv) = (rv(&mut rng, 16), rv(&mut rng, 4), rv(&mut rng, 16));
+
+    let mut g = GraphBuilder::new("tiny");
+    let xi = g.input("x", vec![1, 3, 6, 7]);
+    let cw1 = g.constant("conv1.weight", vec![4, 3, 3, 3], w1.clone());
+    let cb1 = g.constant("conv1.bias", vec![4], b1.clone());
+    let cg = g.constant("norm.weight", vec![4], gamma.clone());
+    let cb = g.constant("norm.bias", vec![4], beta.clone());
+    let cw2 = g.constant("conv2.weight", vec![4, 4, 3, 3], w2.clone());
+    let cb2 = g.constant("conv2.bias", vec![4], b2.clone());
+    let cwq = g.constant("q.weight", vec![4, 4], wq.clone());
+    let cbq = g.constant("q.bias", vec![4], bq.clone());
+    let cwv = g.constant("v.weight", vec![4, 4], wv.clone());
+    let c1 = g.conv2d("conv1", xi, cw1, Some(cb1), [1, 1], [1, 1, 1, 1]);
+    let n = g.group_norm("norm", c1, cg, cb, 2, 1e-6);
+    let s = g.activation("act", n, Activation::Silu);
+    let c2 = g.conv2d("conv2", s, cw2, Some(cb2), [2, 2], [0, 0, 1, 1]);
+    let up = g.upsample_nearest_2x("up", c2);
+    let sl = g.slice("crop", c1, 3, 0, 6);
+    let sum = g.add("residual", up, sl);
+    let t = g.reshape("flatten", sum, vec![1, 4, 36]);
+    let tt = g.transpose("tokens", t, vec![0, 2, 1]);
+    let q = g.linear("q", tt, cwq, Some(cbq));
+    let v = g.linear("v", tt, cwv, None);
+    let scores = g.matmul("scores", q, q, true);
+    let scaled = g.scale("scaled", scores, 0.5);
+    let probs = g.softmax("probs", scaled);
+    let att = g.matmul("attend", probs, v, false);
+    let gel = g.activation("gelu", att, Activation::Gelu);
+    let mish = g.activation("mish", gel, Activation::Mish);
+    let relu = g.activation("relu", c2, Activation::Relu);
+    g.output("out", mish);
+    g.output("aux", relu);
+    g.output("q_weight", cwq);
+    let graph = g.finish().unwrap();
+
+    let geom1 = ConvGeom {
+        input: [1, 3, 6, 7],
+        c_out: 4,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1, 1, 1],
+    };
+    let geom2 = ConvGeom {
+        input: [1, 4, 6, 7],
+        c_out: 4,
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [0, 0, 1, 1],
+    };
+    let c1 = r::conv2d(&geom1, &x, &w1, Some(&b1));
+    let s = r::group_norm(
+        &c1,
+        [1, 4, 42],
+        2,
+        1e-6,
+        &gamma,
+        &beta,
+        Some(Activation::Silu),
+    );
+    let c2 = r::conv2d(&geom2, &s, &w2, Some(&b2));
+    let up = r::upsample_nearest_2x(&c2, 4, 3, 3);
+    let sl = r::slice(&c1, &[1, 4, 6, 7], 3, 0, 6);
+    let sum = r::add(&up, &sl);
+    let tt = r::transpose(&sum, &[1, 4, 36], &[0, 2, 1]);
+    let q = r::linear(&tt, 36, 4, &wq, 4, Some(&bq));
+    let v = r::linear(&tt, 36, 4, &wv, 4, None);
+    let scores = r::scale(&r::matmul(&q, &q, [1, 36, 4, 36], true), 0.5);
+    let att = r::matmul(&r::softmax(&scores, 36), &v, [1, 36, 36, 4], false);
+    let out = r::activation(Activation::Mish, &r::activation(Activation::Gelu, &att));
+    let aux = r::activation(Activation::Relu, &c2);
+    Case {
+        graph,
+        x,
+        expected: vec![
+            ("out", vec![1, 36, 4], out),
+            ("aux", vec![1, 4, 3, 3], aux),
+            ("q_weight", vec![4, 4], wq),
+        ],
+    }
+}
+
+fn input(x: &[f32]) -> Vec<NamedTensor> {
+    vec![NamedTensor::new(
+        "x",
+        Tensor::new(vec![1, 3, 6, 7], x.to_vec()).unwrap(),
+    )]
+}
+
+fn check_outputs(got: &[NamedTensor], expected: &[(&str, Vec<usize>, Vec<f32>)]) {
+    assert_eq!(got.len(), expected.len());
+    for (g, (name, shape, want)) in got.iter().zip(expected) {
+        assert_eq!(g.name.as_str(), *name);
+        assert_eq!(&g.tensor.shape(), shape, "{name}");
+        for (i, (&a, &b)) in g.tensor.data().iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{name}[{i}]: got {a}, want {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn small_graph_end_to_end_matches_reference() {
+    let c = case();
+    let bytes = compile_graph(c.graph, r#"{"npu": "RBLN-CA25"}"#).unwrap();
+    let exe = NpuExecutable::load(&bytes).unwrap();
+    let p = exe.program();
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| s.activation == Some(Activation::Silu)),
+        "group norm + silu fused"
+    );
+    assert!(!p.steps.iter().any(|s| s.name == "act"));
+    assert_eq!(exe.output_specs().len(), 3);
+    check_outputs(&exe.run(&input(&c.x)).unwrap(), &c.expected);
+    // Concurrent runs share the plan and have their own arenas.
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| sc.spawn(|| exe.run(&input(&c.x)).unwrap()))
+            .collect();
+        for h in handles {
+            check_outputs(&h.join().unwrap(), &c.expected);
+        }
+    });
+    let text = crate::inspect::inspect(&bytes).unwrap();
+    for needle in [
+        "graph: tiny",
+        "input  x: [1, 3, 6, 7]",
+        "output out: [1, 36, 4]",
+        "conv2d: 2",
+        "group_norm+silu: 1",
+        "RBLN-CA25",
+        "arena",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn artifact_errors_name_their_cause() {
+    let c = case();
+    let bytes = compile_graph(c.graph, "").unwrap();
+    let msg = |b: &[u8]| NpuExecutable::load(b).unwrap_err().message().to_string();
+
+    let m = msg(&bytes[..bytes.len() - 10]);
+    assert!(
+        m.contains("truncated")
+            && m.contains(&format!("expected {}", bytes.len()))
+            && m.contains(&format!("got {}", bytes.len() - 10)),
+        "{m}"
+    );
+    assert!(msg(&bytes[..10]).contains("truncated"));
+
+    let mut flipped = bytes.clone();
+    let at = flipped.len() - 3;
+    flipped[at] ^= 0x40;
+    let m = msg(&flipped);
+    assert!(m.contains("corrupt") && m.contains("checksum"), "{m}");
+
+    let mut magic = bytes.clone();
+    magic[0] = b'X';
+    assert!(msg(&magic).contains("magic"));
+
+    let mut version = bytes.clone();
+    version[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let e = NpuExecutable::load(&version).unwrap_err();
+    assert!(e.message().contains("version 99"), "{}", e.message());
+
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(msg(&longer).contains("trailing"));
+}
+
+#[test]
+fn wrong_inputs_are_invalid_arguments_naming_the_input() {
+    let c = case();
+    let exe = NpuExecutable::load(&compile_graph(c.graph, "").unwrap()).unwrap();
+    let bad = [NamedTensor::new("x", Tensor::zeros(vec![1, 3, 7, 6]))];
+    let e = exe.run(&bad).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("'x'")
+            && e.message().contains("[1, 3, 7, 6]")
+            && e.message().contains("[1, 3, 6, 7]"),
+        "{e}"
+    );
+    let e = exe.run(&[]).unwrap_err();
+    assert!(e.message().contains("missing input 'x'"), "{e}");
+    let mut extra = input(&c.x);
+    extra.push(NamedTensor::new("y", Tensor::zeros(vec![1])));
+    assert!(exe
+        .run(&extra)
+        .unwrap_err()
+        .message()
+        .contains("unexpected input 'y'"));
+}
+
+#[test]
+fn bad_options_and_graphs_are_rejected() {
+    let e = compile_graph(case().graph, r#"{"device": 0}"#).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message().contains("'device'"));
+    let mut g = case().graph;
+    g.nodes[0].inputs.swap(0, 1);
+    let e = compile_graph(g, "").unwrap_err();
+    assert!(e.message().contains("'conv1'"), "{e}");
+}
+
+mod ffi {
+    use super::*;
+    use abi_stable::std_types::{RStr, RVec};
+    use plugin_api::{Progress, Progress_TO};
+    use std::sync::Mutex;
+
+    struct Record;
+    impl Progress for Record {
+        fn report(&self, stage: RStr<'_>, done: u64, total: u64) {
+            assert!(!stage.is_empty() && done <= total, "{stage} {done}/{total}");
+        }
+    }
+
+    #[test]
+    fn trait_objects_compile_load_and_run() {
+        let backend = crate::backend();
+        assert_eq!(backend.compiler.name().as_str(), "rbln-npu");
+        assert_eq!(backend.compiler.artifact_extension().as_str(), "rbln");
+        let desc = backend.device.description();
+        assert!(
+            desc.contains("no NPU hardware") && desc.contains("CPU"),
+            "{desc}"
+        );
+        let c = case();
+        let progress = Progress_TO::from_value(Record, abi_stable::sabi_trait::TD_Opaque);
+        let bytes = backend
+            .compiler
+            .compile(c.graph.into_blob().unwrap(), "{}".into(), &progress)
+            .unwrap();
+        let exe = backend.device.load(bytes.as_slice().into()).unwrap();
+        assert_eq!(exe.inputs()[0].shape(), vec![1, 3, 6, 7]);
+        let out = exe.run(RVec::from(input(&c.x))).unwrap();
+        check_outputs(&out, &c.expected);
+        let e = backend
+            .device
+            .load(bytes[..40].into())
+            .into_result()
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(backend
+            .compiler
+            .inspect(bytes.as_slice().into())
+            .unwrap()
+            .contains("graph: tiny"));
+    }
+
+    #[test]
+    fn progress_reports_every_stage() {
+        let seen = Mutex::new(Vec::new());
+        let report = |s: &str, _: u64, _: u64| seen.lock().unwrap().push(s.to_string());
+        crate::NpuCompiler
+            .compile_graph(case().graph, "", &report)
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        for stage in [
+            "validate",
+            "passes",
+            "pack weights",
+            "plan memory",
+            "serialize",
+        ] {
+            assert!(seen.iter().any(|s| s == stage), "no {stage:?} in {seen:?}");
+        }
+    }
+}
