@@ -151,12 +151,13 @@ pub fn read_safetensors(path: &Path, name: &str) -> Result<Tensor, IoError> {
 /// (grayscale); other pixel formats are converted.
 pub fn read_png(path: &Path, channels: usize) -> Result<Tensor, IoError> {
     let bytes = read_bytes(path)?;
-    let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(
-        |e| IoError::Read {
-            path: path.to_path_buf(),
-            reason: format!("not a valid PNG: {e}"),
-        },
-    )?;
+    let image =
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
+            IoError::Read {
+                path: path.to_path_buf(),
+                reason: format!("not a valid PNG: {e}"),
+            }
+        })?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let interleaved: Vec<u8> = match channels {
         3 => image.to_rgb8().into_raw(),
@@ -186,7 +187,12 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<(), IoE
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|t| {
-            let raw = t.tensor.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            let raw = t
+                .tensor
+                .data()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             (t.name.to_string(), t.tensor.shape(), raw)
         })
         .collect();
@@ -275,7 +281,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| write_err(e.to_string()))?;
-    tmp.persist(path).map_err(|e| write_err(e.error.to_string()))?;
+    tmp.persist(path)
+        .map_err(|e| write_err(e.error.to_string()))?;
     Ok(())
 }
 
@@ -285,7 +292,10 @@ mod tests {
 
     #[test]
     fn extension_decides_format() {
-        assert_eq!(format_of(Path::new("a.SafeTensors")).unwrap(), Format::SafeTensors);
+        assert_eq!(
+            format_of(Path::new("a.SafeTensors")).unwrap(),
+            Format::SafeTensors
+        );
         assert_eq!(format_of(Path::new("dir/a.png")).unwrap(), Format::Png);
         let e = format_of(Path::new("a.npy")).unwrap_err();
         assert!(e.to_string().contains("a.npy") && e.to_string().contains("extension"));

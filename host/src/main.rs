@@ -2,8 +2,8 @@
 //! errors into `error: ...` on stderr and a non-zero exit code.
 
 use clap::Parser;
-use std::io::IsTerminal;
 use mlhost::cli::{exit_code, run, Cli};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() {

@@ -94,7 +94,10 @@ impl fmt::Debug for PluginRegistry {
             .field("plugins", &self.plugins)
             .field("compilers", &self.compilers.keys().collect::<Vec<_>>())
             .field("devices", &self.devices.keys().collect::<Vec<_>>())
-            .field("model_classes", &self.model_classes.keys().collect::<Vec<_>>())
+            .field(
+                "model_classes",
+                &self.model_classes.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -172,7 +175,14 @@ impl PluginRegistry {
         self.plugins.push(plugin);
         for c in compilers {
             let name = c.name().into_string();
-            insert(&mut self.compilers, &self.plugins, "compiler", name, index, c)?;
+            insert(
+                &mut self.compilers,
+                &self.plugins,
+                "compiler",
+                name,
+                index,
+                c,
+            )?;
         }
         for d in devices {
             let name = d.name().into_string();
@@ -180,7 +190,14 @@ impl PluginRegistry {
         }
         for m in classes {
             let name = m.name().into_string();
-            insert(&mut self.model_classes, &self.plugins, "model class", name, index, m)?;
+            insert(
+                &mut self.model_classes,
+                &self.plugins,
+                "model class",
+                name,
+                index,
+                m,
+            )?;
         }
         Ok(true)
     }
@@ -212,7 +229,13 @@ impl PluginRegistry {
 
     /// `name` if given, else the only loaded compiler, else `rbln-npu`.
     pub fn select_compiler(&self, name: Option<&str>) -> Result<String, RegistryError> {
-        self.select(&self.compilers, "compiler", name, Some("rbln-npu"), "--compiler")
+        self.select(
+            &self.compilers,
+            "compiler",
+            name,
+            Some("rbln-npu"),
+            "--compiler",
+        )
     }
 
     /// `name` if given, else the only loaded device, else `rbln-npu`.
@@ -441,7 +464,10 @@ mod tests {
         assert!(!is_library_file_name("rbln_npu.so"));
         assert!(!is_library_file_name("librbln_npu.rlib"));
         assert!(!is_library_file_name("librbln_npu.d"));
-        assert_eq!(plugin_name_from_path(Path::new("/x/librbln_npu.so")), "rbln-npu");
+        assert_eq!(
+            plugin_name_from_path(Path::new("/x/librbln_npu.so")),
+            "rbln-npu"
+        );
     }
 
     #[test]

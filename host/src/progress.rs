@@ -1,4 +1,4 @@
-//! A [`Progress`] implementation that draws indicatif bars on stderr.
+//! A [`Progress`] implementation that draws an indicatif bar on stderr.
 //!
 //! Plugins call it across the FFI boundary, possibly from several threads: it must never panic
 //! (a panic there would abort the process), so every body runs under `catch_unwind` and a
@@ -18,7 +18,8 @@ struct State {
     stages_seen: usize,
 }
 
-/// Progress bars on stderr, one per stage; hidden when stderr is not a terminal.
+/// One progress bar on stderr whose message is the current stage; hidden when stderr is not a
+/// terminal.
 #[derive(Clone, Default)]
 pub struct BarProgress {
     state: Arc<Mutex<State>>,
@@ -26,7 +27,7 @@ pub struct BarProgress {
 }
 
 impl BarProgress {
-    /// Bars drawn on stderr (indicatif hides them when stderr is not a terminal).
+    /// A bar drawn on stderr (indicatif hides it when stderr is not a terminal).
     pub fn stderr() -> BarProgress {
         BarProgress::default()
     }
@@ -44,48 +45,51 @@ impl BarProgress {
         Progress_TO::from_value(self.clone(), TD_Opaque)
     }
 
-    /// The number of distinct stages reported so far.
+    /// The number of stage changes reported so far.
     pub fn stages_seen(&self) -> usize {
         self.lock().stages_seen
     }
 
-    /// Finishes the current bar, leaving it on screen.
+    /// Removes the bar from the screen.
     pub fn finish(&self) {
         if let Some(bar) = self.lock().bar.take() {
-            bar.finish();
+            bar.finish_and_clear();
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn new_bar(&self, stage: &str, total: u64) -> ProgressBar {
+    fn new_bar(&self) -> ProgressBar {
         let target = if self.hidden {
             ProgressDrawTarget::hidden()
         } else {
             ProgressDrawTarget::stderr()
         };
-        let bar = ProgressBar::with_draw_target(Some(total), target);
+        let bar = ProgressBar::with_draw_target(Some(0), target);
         if let Ok(style) =
-            ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} ({elapsed})")
+            ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos:>4}/{len:4} {msg}")
         {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(stage.to_string());
         bar
     }
 
     fn update(&self, stage: &str, done: u64, total: u64) {
         let mut state = self.lock();
-        if state.bar.is_none() || state.stage != stage {
-            if let Some(old) = state.bar.take() {
-                old.finish();
-            }
-            tracing::info!("{stage}");
+        if state.bar.is_none() {
+            state.bar = Some(self.new_bar());
+        }
+        if state.stage != stage {
+            tracing::debug!("{stage}");
             state.stage = stage.to_string();
             state.stages_seen += 1;
-            state.bar = Some(self.new_bar(stage, total));
+            if let Some(bar) = &state.bar {
+                bar.set_message(stage.to_string());
+            }
         }
         if let Some(bar) = &state.bar {
             bar.set_length(total);

@@ -77,7 +77,9 @@ fn non_plugin_libraries_are_skipped() {
     std::fs::write(&garbage, b"this is not an ELF file").unwrap();
     std::fs::write(dir.path().join("README.txt"), b"ignored").unwrap();
 
-    let out = run(mlhost().args(["-vv", "plugins", "--plugin-dir"]).arg(dir.path()));
+    let out = run(mlhost()
+        .args(["-vv", "plugins", "--plugin-dir"])
+        .arg(dir.path()));
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("rbln-npu "), "{out:?}");
     assert!(!out.stdout.contains("not_a_plugin"), "{out:?}");
@@ -107,7 +109,11 @@ fn duplicate_names_are_an_error_naming_both_files() {
         let lib = dir.join(library_file_name(RBLN_NPU));
         assert!(out.stderr.contains(&lib.display().to_string()), "{out:?}");
     }
-    assert!(out.stderr.contains("\"rbln-npu\" is provided by two plugins"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("\"rbln-npu\" is provided by two plugins"),
+        "{out:?}"
+    );
 
     // The same directory twice is one plugin, not a duplicate.
     let out = run(mlhost()
@@ -128,7 +134,10 @@ fn plugins_lists_what_each_plugin_provides() {
     let npu = s.find("rbln-npu ").expect("rbln-npu listed");
     let vae = s.find("rbln-vae ").expect("rbln-vae listed");
     assert!(npu < vae, "{s}");
-    assert!(s.contains(&format!("(plugin-api {})", host_abi_version())), "{s}");
+    assert!(
+        s.contains(&format!("(plugin-api {})", host_abi_version())),
+        "{s}"
+    );
     let npu_path = dir.path().join(library_file_name(RBLN_NPU));
     assert!(s.contains(&format!("path: {}", npu_path.display())), "{s}");
     assert!(s.contains("compilers: rbln-npu (artifacts: ."), "{s}");
@@ -142,7 +151,9 @@ fn plugins_lists_what_each_plugin_provides() {
 fn plugin_dir_env_and_flag_precedence() {
     let good = plugin_dir(&[RBLN_NPU]);
     let bad = plugin_dir(&[ABI_MISMATCH]);
-    let out = run(mlhost().arg("plugins").env("MLHOST_PLUGIN_DIR", good.path()));
+    let out = run(mlhost()
+        .arg("plugins")
+        .env("MLHOST_PLUGIN_DIR", good.path()));
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("rbln-npu "), "{out:?}");
 
@@ -166,9 +177,15 @@ fn missing_and_empty_plugin_dirs() {
     let missing = empty.path().join("nope");
     let out = run(mlhost().arg("plugins").arg("--plugin-dir").arg(&missing));
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains(&missing.display().to_string()), "{out:?}");
+    assert!(
+        out.stderr.contains(&missing.display().to_string()),
+        "{out:?}"
+    );
 
-    let out = run(mlhost().arg("plugins").arg("--plugin-dir").arg(empty.path()));
+    let out = run(mlhost()
+        .arg("plugins")
+        .arg("--plugin-dir")
+        .arg(empty.path()));
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("no plugins found in "), "{out:?}");
 }

@@ -71,8 +71,12 @@ pub fn parse_sample_size(s: &str) -> Result<SampleSize, String> {
 pub fn read_rbln_config(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError(format!("cannot read rbln config {}: {e}", path.display())))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| UsageError(format!("rbln config {} is not valid JSON: {e}", path.display())))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "rbln config {} is not valid JSON: {e}",
+            path.display()
+        ))
+    })?;
     match value {
         Value::Object(map) => Ok(map),
         other => Err(UsageError(format!(
@@ -142,10 +146,10 @@ pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> 
     plugin(model.save_pretrained(out.into()))
         .with_context(|| format!("saving the compiled model to {out}"))?;
     eprintln!(
-        "compiled {} ({class_name}) to {} in {:.1}s",
+        "compiled {} ({class_name}) to {} in {:.2?}",
         args.diffusers_dir.display(),
         args.out_dir.display(),
-        start.elapsed().as_secs_f64()
+        start.elapsed()
     );
     Ok(())
 }

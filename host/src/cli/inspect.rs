@@ -58,9 +58,8 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
             config_path.display()
         ))
     })?;
-    let config: Value = serde_json::from_str(&text).map_err(|e| {
-        UsageError(format!("{} is not valid JSON: {e}", config_path.display()))
-    })?;
+    let config: Value = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("{} is not valid JSON: {e}", config_path.display())))?;
     let parts = compiled_parts(&config, &config_path)?;
 
     let compiler_name = registry.select_compiler(args.compiler.as_deref())?;
@@ -69,7 +68,7 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
 
     let mut out = String::new();
     let _ = writeln!(out, "{}:", config_path.display());
-    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&config)?);
+    let _ = writeln!(out, "{}", pretty_json(&config));
     for part in parts {
         let file = dir.join(format!("{part}.{ext}"));
         let bytes = std::fs::read(&file).map_err(|e| {
@@ -79,8 +78,12 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
                 file.display()
             ))
         })?;
-        let summary = plugin(compiler.inspect(bytes.as_slice().into()))
-            .map_err(|e| e.context(format!("inspecting {} with {compiler_name}", file.display())))?;
+        let summary = plugin(compiler.inspect(bytes.as_slice().into())).map_err(|e| {
+            e.context(format!(
+                "inspecting {} with {compiler_name}",
+                file.display()
+            ))
+        })?;
         let _ = writeln!(
             out,
             "\n== {part}: {} ({} bytes) ==",
@@ -90,6 +93,66 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
         let _ = writeln!(out, "{}", summary.as_str().trim_end());
     }
     Ok(out)
+}
+
+/// Pretty JSON like `serde_json::to_string_pretty`, except that arrays whose compact form fits
+/// in 72 characters (shapes, `input_info` entries) stay on one line.
+pub fn pretty_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_json(&mut out, value, 0);
+    out
+}
+
+/// One-line JSON with a space after `,` and `:`.
+fn inline_json(value: &Value) -> String {
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(inline_json).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), inline_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn write_json(out: &mut String, value: &Value, indent: usize) {
+    let pad = |n: usize| "  ".repeat(n);
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            let compact = inline_json(value);
+            if compact.len() <= 72 {
+                out.push_str(&compact);
+                return;
+            }
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                write_json(out, item, indent + 1);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (key, item)) in map.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_json(out, item, indent + 1);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -104,8 +167,27 @@ mod tests {
                                             {"compiled_model_name": "decoder"}]});
         assert_eq!(compiled_parts(&cfg, p).unwrap(), vec!["encoder", "decoder"]);
         let e = compiled_parts(&json!({}), p).unwrap_err().to_string();
-        assert!(e.contains("_compile_cfgs") && e.contains("m/rbln_config.json"), "{e}");
-        let e = compiled_parts(&json!({"_compile_cfgs": [{}]}), p).unwrap_err().to_string();
+        assert!(
+            e.contains("_compile_cfgs") && e.contains("m/rbln_config.json"),
+            "{e}"
+        );
+        let e = compiled_parts(&json!({"_compile_cfgs": [{}]}), p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("_compile_cfgs[0].compiled_model_name"), "{e}");
+    }
+
+    #[test]
+    fn pretty_json_keeps_short_arrays_inline_and_round_trips() {
+        let v = json!({"a": [["x", [1, 3, 32, 32], "float32"]], "b": {}, "c": "s,t",
+                       "d": [{"k": null}], "e": (0..40).collect::<Vec<u32>>(), "f": ["a,b"]});
+        let text = pretty_json(&v);
+        assert!(
+            text.contains(r#""a": [["x", [1, 3, 32, 32], "float32"]]"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""d": [{"k": null}]"#), "{text}");
+        assert!(text.contains(r#""f": ["a,b"]"#), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
     }
 }

@@ -14,7 +14,11 @@ pub mod run;
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
-#[command(name = "mlhost", version, about = "Compile, run and inspect models through plugins")]
+#[command(
+    name = "mlhost",
+    version,
+    about = "Compile, run and inspect models through plugins"
+)]
 pub struct Cli {
     /// Directory (or library file) to load plugins from; repeatable. Default: the
     /// MLHOST_PLUGIN_DIR path list, else the directory of the mlhost executable.
@@ -138,8 +142,20 @@ mod tests {
     #[test]
     fn cli_parses_documented_flags() {
         let cli = Cli::try_parse_from([
-            "mlhost", "compile", "in", "-o", "out", "--batch-size", "2", "--sample-size", "64,32",
-            "--uses-encoder", "--plugin-dir", "a", "--plugin-dir", "b",
+            "mlhost",
+            "compile",
+            "in",
+            "-o",
+            "out",
+            "--batch-size",
+            "2",
+            "--sample-size",
+            "64,32",
+            "--uses-encoder",
+            "--plugin-dir",
+            "a",
+            "--plugin-dir",
+            "b",
         ])
         .unwrap();
         assert_eq!(cli.plugin_dirs.len(), 2);

@@ -72,6 +72,10 @@ fn list_or_none<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {
         "(none)".to_string()
     } else {
-        items.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(", ")
+        items
+            .iter()
+            .map(|s| s.as_ref())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

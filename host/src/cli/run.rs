@@ -229,11 +229,11 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         .map(|t| format!("{} {}", t.name, shape_str(&t.tensor.shape())))
         .collect();
     eprintln!(
-        "{}: wrote {} to {} in {:.1}s",
+        "{}: wrote {} to {} in {:.2?}",
         method.name(),
         written.join(", "),
         args.output.display(),
-        start.elapsed().as_secs_f64()
+        start.elapsed()
     );
     Ok(())
 }
@@ -262,7 +262,11 @@ fn image_output<'a>(outputs: &'a [NamedTensor], path: &Path) -> anyhow::Result<&
     let found = outputs
         .iter()
         .find(|t| t.name.as_str() == "sample")
-        .or(if outputs.len() == 1 { outputs.first() } else { None });
+        .or(if outputs.len() == 1 {
+            outputs.first()
+        } else {
+            None
+        });
     found.map(|t| &t.tensor).ok_or_else(|| {
         let names: Vec<&str> = outputs.iter().map(|t| t.name.as_str()).collect();
         anyhow::anyhow!(
@@ -284,9 +288,15 @@ mod tests {
             vae_scale_factor: Some(4),
         };
         let enc = kwargs_for_input(Method::Encode, &[2, 3, 32, 48], &cfg);
-        assert_eq!(Value::Object(enc), json!({"batch_size": 2, "sample_size": [32, 48], "uses_encoder": true}));
+        assert_eq!(
+            Value::Object(enc),
+            json!({"batch_size": 2, "sample_size": [32, 48], "uses_encoder": true})
+        );
         let dec = kwargs_for_input(Method::Decode, &[1, 4, 8, 6], &cfg);
-        assert_eq!(Value::Object(dec), json!({"batch_size": 1, "sample_size": [32, 24]}));
+        assert_eq!(
+            Value::Object(dec),
+            json!({"batch_size": 1, "sample_size": [32, 24]})
+        );
     }
 
     #[test]
@@ -298,7 +308,13 @@ mod tests {
         )
         .unwrap();
         let cfg = read_dir_config(dir.path()).unwrap();
-        assert_eq!(cfg, DirConfig { in_channels: 1, vae_scale_factor: Some(4) });
+        assert_eq!(
+            cfg,
+            DirConfig {
+                in_channels: 1,
+                vae_scale_factor: Some(4)
+            }
+        );
         std::fs::write(dir.path().join("rbln_config.json"), "{not json").unwrap();
         let e = read_dir_config(dir.path()).unwrap_err().to_string();
         assert!(e.contains("rbln_config.json"), "{e}");

@@ -40,7 +40,10 @@ pub fn library_file_name(lib_name: &str) -> String {
 pub fn library_path(lib_name: &str) -> PathBuf {
     let file = library_file_name(lib_name);
     let deps = deps_dir();
-    for dir in [deps.clone(), deps.parent().map(Path::to_path_buf).unwrap_or_default()] {
+    for dir in [
+        deps.clone(),
+        deps.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ] {
         let candidate = dir.join(&file);
         if candidate.is_file() {
             return candidate;
@@ -62,10 +65,8 @@ impl TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "mlhost-test-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("mlhost-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         TempDir(dir)
@@ -124,8 +125,15 @@ pub fn mlhost_exe() -> PathBuf {
     if let Some(exe) = option_env!("CARGO_BIN_EXE_mlhost") {
         return PathBuf::from(exe);
     }
-    let name = if cfg!(windows) { "mlhost.exe" } else { "mlhost" };
-    let exe = deps_dir().parent().map(|p| p.join(name)).unwrap_or_default();
+    let name = if cfg!(windows) {
+        "mlhost.exe"
+    } else {
+        "mlhost"
+    };
+    let exe = deps_dir()
+        .parent()
+        .map(|p| p.join(name))
+        .unwrap_or_default();
     assert!(
         exe.is_file(),
         "{} not found; run `cargo build -p mlhost` first",
