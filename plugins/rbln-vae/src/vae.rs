@@ -1,0 +1,358 @@
+//! `RBLNAutoencoderKL`: compile (or load) the VAE's graphs, save them, run encode / decode.
+
+use crate::config::{AutoencoderKLConfig, CONFIG_FILE};
+use crate::distribution::LatentDistribution;
+use crate::graph::{build_decoder, build_encoder, DECODER, ENCODER};
+use crate::model::AutoencoderKL;
+use crate::rbln_config::{merge_user_config, RBLNAutoencoderKLConfig, CLS_NAME, RBLN_CONFIG_FILE};
+use crate::save::write_dir_atomically;
+use plugin_api::abi_stable::std_types::{RStr, RVec};
+use plugin_api::tensor::shape_str;
+use plugin_api::{
+    Backend, DeviceBox, ExecutableBox, Export, NamedTensor, PluginError, ProgressBox, Tensor,
+    TensorSpec,
+};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// One compiled graph: its artifact bytes and, when runtimes are created, the loaded executable.
+pub(crate) struct Part {
+    /// `encoder` or `decoder`.
+    pub name: &'static str,
+    pub input: TensorSpec,
+    pub output: TensorSpec,
+    artifact: Vec<u8>,
+    exe: Option<ExecutableBox>,
+}
+
+/// A compiled diffusers `AutoencoderKL`: `encode` (when compiled with `uses_encoder`) and
+/// `decode` run on the backend's device.
+pub struct RBLNAutoencoderKL {
+    rbln_config: RBLNAutoencoderKLConfig,
+    vae_config: AutoencoderKLConfig,
+    pub(crate) encoder: Option<Part>,
+    pub(crate) decoder: Part,
+    extension: String,
+}
+
+fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
+    progress.report(RStr::from(stage), done, total);
+}
+
+fn specs(
+    rc: &RBLNAutoencoderKLConfig,
+    vae: &AutoencoderKLConfig,
+    name: &str,
+) -> (TensorSpec, TensorSpec) {
+    let (h, w) = rc.sample_size;
+    let (lh, lw) = rc.latent_sample_size();
+    let b = rc.batch_size;
+    if name == ENCODER.0 {
+        (
+            TensorSpec::f32(ENCODER.1, &rc.image_input_shape()),
+            TensorSpec::f32(ENCODER.2, &[b, 2 * rc.latent_channels, lh, lw]),
+        )
+    } else {
+        (
+            TensorSpec::f32(DECODER.1, &rc.latent_shape()),
+            TensorSpec::f32(DECODER.2, &[b, vae.out_channels, h, w]),
+        )
+    }
+}
+
+fn load_part(
+    device: &DeviceBox,
+    create_runtime: bool,
+    name: &'static str,
+    artifact: Vec<u8>,
+    (input, output): (TensorSpec, TensorSpec),
+) -> Result<Part, PluginError> {
+    let exe = if create_runtime {
+        let exe = device
+            .load(artifact.as_slice().into())
+            .into_result()
+            .map_err(|e| e.context(format!("loading the {name} executable")))?;
+        let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
+        if ins != [input.clone()] || outs != [output.clone()] {
+            let fmt = |v: &[TensorSpec]| {
+                v.iter()
+                    .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(PluginError::invalid(format!(
+                "the {name} executable has inputs ({}) and outputs ({}) but {RBLN_CONFIG_FILE} \
+                 implies inputs ({}) and outputs ({})",
+                fmt(&ins),
+                fmt(&outs),
+                fmt(&[input]),
+                fmt(&[output])
+            )));
+        }
+        Some(exe)
+    } else {
+        None
+    };
+    Ok(Part {
+        name,
+        input,
+        output,
+        artifact,
+        exe,
+    })
+}
+
+impl RBLNAutoencoderKL {
+    /// Compiles (`export`: `Yes`, or `Auto` on a diffusers directory) or loads (`No`, or `Auto`
+    /// on a compiled directory) the model in `model_id`, a local directory. Keys of
+    /// `rbln_kwargs` win over `rbln_config`.
+    pub fn from_pretrained(
+        model_id: impl AsRef<Path>,
+        export: Export,
+        rbln_config: Value,
+        rbln_kwargs: Value,
+        backend: Backend,
+        progress: &ProgressBox,
+    ) -> Result<Self, PluginError> {
+        let dir = model_id.as_ref();
+        if !dir.is_dir() {
+            return Err(PluginError::not_found(format!(
+                "model directory {} does not exist (only local directories are supported)",
+                dir.display()
+            )));
+        }
+        let user = merge_user_config(&rbln_config, &rbln_kwargs)?;
+        let export = match export {
+            Export::Auto if Self::is_compiled_dir(dir) => Export::No,
+            Export::Auto => Export::Yes,
+            e => e,
+        };
+        if export == Export::No {
+            return Self::load_compiled(dir, &user, backend);
+        }
+        report(progress, "load weights", 0, 1);
+        let model = AutoencoderKL::from_dir(dir)?;
+        report(progress, "load weights", 1, 1);
+        Self::compile(model, &user, backend, progress)
+    }
+
+    /// Compiles an in-memory model with `rbln_config` (a JSON object or `null`).
+    pub fn from_model(
+        model: AutoencoderKL,
+        rbln_config: Value,
+        backend: Backend,
+        progress: &ProgressBox,
+    ) -> Result<Self, PluginError> {
+        let user = merge_user_config(&rbln_config, &Value::Null)?;
+        Self::compile(model, &user, backend, progress)
+    }
+
+    fn compile(
+        model: AutoencoderKL,
+        user: &Map<String, Value>,
+        backend: Backend,
+        progress: &ProgressBox,
+    ) -> Result<Self, PluginError> {
+        let rc = RBLNAutoencoderKLConfig::for_export(user, &model.config)?;
+        let options = rc.compile_options_json();
+        let (h, w) = rc.sample_size;
+        let mut parts = Vec::new();
+        for p in rc.parts() {
+            let graph = if p.name == ENCODER.0 {
+                build_encoder(&model, rc.batch_size, h, w)?
+            } else {
+                build_decoder(&model, rc.batch_size, h, w)?
+            };
+            let artifact = backend
+                .compiler
+                .compile(graph.into_blob()?, RStr::from(options.as_str()), progress)
+                .into_result()
+                .map_err(|e| e.context(format!("compiling the {}", p.name)))?
+                .into_vec();
+            let io = specs(&rc, &model.config, p.name);
+            let create = rc.runtime.create_runtimes;
+            parts.push(load_part(&backend.device, create, p.name, artifact, io)?);
+        }
+        Self::assemble(rc, model.config, parts, &backend)
+    }
+
+    fn assemble(
+        rbln_config: RBLNAutoencoderKLConfig,
+        vae_config: AutoencoderKLConfig,
+        mut parts: Vec<Part>,
+        backend: &Backend,
+    ) -> Result<Self, PluginError> {
+        let decoder = parts
+            .pop()
+            .filter(|p| p.name == DECODER.0)
+            .ok_or_else(|| PluginError::internal("no decoder was compiled"))?;
+        Ok(RBLNAutoencoderKL {
+            encoder: parts.pop(),
+            decoder,
+            rbln_config,
+            vae_config,
+            extension: backend.compiler.artifact_extension().into_string(),
+        })
+    }
+
+    fn load_compiled(
+        dir: &Path,
+        user: &Map<String, Value>,
+        backend: Backend,
+    ) -> Result<Self, PluginError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    PluginError::not_found(format!(
+                        "{} does not exist (is {} a compiled RBLNAutoencoderKL directory?)",
+                        p.display(),
+                        dir.display()
+                    ))
+                } else {
+                    PluginError::invalid(format!("cannot read {}: {e}", p.display()))
+                }
+            })
+        };
+        let stored: Value = serde_json::from_slice(&read(RBLN_CONFIG_FILE)?).map_err(|e| {
+            PluginError::invalid(format!(
+                "{}: not valid JSON: {e}",
+                dir.join(RBLN_CONFIG_FILE).display()
+            ))
+        })?;
+        let rc = RBLNAutoencoderKLConfig::for_load(&stored, user)?;
+        let vae = AutoencoderKLConfig::from_dir(dir)?;
+        for (field, stored_v, vae_v) in [
+            ("in_channels", rc.in_channels, vae.in_channels),
+            ("latent_channels", rc.latent_channels, vae.latent_channels),
+            (
+                "vae_scale_factor",
+                rc.vae_scale_factor,
+                vae.vae_scale_factor(),
+            ),
+        ] {
+            if stored_v != vae_v {
+                return Err(PluginError::invalid(format!(
+                    "{}: {RBLN_CONFIG_FILE} has {field} = {stored_v} but {CONFIG_FILE} implies {vae_v}",
+                    dir.display()
+                )));
+            }
+        }
+        let ext = backend.compiler.artifact_extension().into_string();
+        let mut parts = Vec::new();
+        for p in rc.parts() {
+            let artifact = read(&format!("{}.{ext}", p.name))?;
+            let io = specs(&rc, &vae, p.name);
+            let part = load_part(
+                &backend.device,
+                rc.runtime.create_runtimes,
+                p.name,
+                artifact,
+                io,
+            )
+            .map_err(|e| e.context(dir.display()))?;
+            parts.push(part);
+        }
+        Self::assemble(rc, vae, parts, &backend)
+    }
+
+    /// Writes `encoder.<ext>` (if compiled), `decoder.<ext>`, `rbln_config.json` and the
+    /// diffusers `config.json` to `dir`, atomically (temporary sibling + rename).
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), PluginError> {
+        let json = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialize");
+        let mut files = Vec::new();
+        for part in self.encoder.iter().chain([&self.decoder]) {
+            files.push((
+                format!("{}.{}", part.name, self.extension),
+                part.artifact.clone(),
+            ));
+        }
+        files.push((
+            RBLN_CONFIG_FILE.to_string(),
+            json(&self.rbln_config.to_json()),
+        ));
+        files.push((CONFIG_FILE.to_string(), json(&self.vae_config.to_json())));
+        write_dir_atomically(dir.as_ref(), &files)
+    }
+
+    fn run(&self, part: &Part, method: &str, x: &Tensor) -> Result<Tensor, PluginError> {
+        let want = part.input.shape();
+        if x.shape() != want {
+            return Err(PluginError::invalid(format!(
+                "{method}: input '{}' has shape {} but the model was compiled for {} \
+                 (batch_size {}, sample_size {:?}); recompile for other shapes",
+                part.input.name,
+                shape_str(&x.shape()),
+                shape_str(&want),
+                self.rbln_config.batch_size,
+                self.rbln_config.sample_size
+            )));
+        }
+        let exe = part.exe.as_ref().ok_or_else(|| {
+            PluginError::invalid(format!(
+                "{method}: the model was loaded with create_runtimes=false, so no runtime exists \
+                 for the {}; load it with create_runtimes=true",
+                part.name
+            ))
+        })?;
+        let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), x.clone())]);
+        let outputs = exe
+            .run(inputs)
+            .into_result()
+            .map_err(|e| e.context(format!("{method}: running the {}", part.name)))?;
+        let out = outputs
+            .into_iter()
+            .find(|o| o.name == part.output.name)
+            .ok_or_else(|| {
+                PluginError::internal(format!(
+                    "{method}: the {} returned no '{}' output",
+                    part.name, part.output.name
+                ))
+            })?;
+        if out.tensor.shape() != part.output.shape() {
+            return Err(PluginError::internal(format!(
+                "{method}: the {} returned shape {}, expected {}",
+                part.name,
+                shape_str(&out.tensor.shape()),
+                shape_str(&part.output.shape())
+            )));
+        }
+        Ok(out.tensor)
+    }
+
+    /// Encodes images `x: [B, in_channels, H, W]` (exactly the compiled shape) into the latent
+    /// distribution. Scaling / shift factors are not applied (pipelines do that).
+    pub fn encode(&self, x: &Tensor) -> Result<LatentDistribution, PluginError> {
+        let enc = self.encoder.as_ref().ok_or_else(|| {
+            PluginError::invalid(
+                "encode: this RBLNAutoencoderKL was compiled with uses_encoder=false; recompile \
+                 with uses_encoder=true",
+            )
+        })?;
+        LatentDistribution::from_moments(&self.run(enc, "encode", x)?)
+    }
+
+    /// Decodes latents `z: [B, latent_channels, H / vsf, W / vsf]` into images
+    /// `[B, out_channels, H, W]`.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor, PluginError> {
+        self.run(&self.decoder, "decode", z)
+    }
+
+    /// The effective config.
+    pub fn rbln_config(&self) -> &RBLNAutoencoderKLConfig {
+        &self.rbln_config
+    }
+
+    /// The diffusers config (`scaling_factor`, `shift_factor`, ... for pipelines).
+    pub fn vae_config(&self) -> &AutoencoderKLConfig {
+        &self.vae_config
+    }
+
+    /// True if `dir` holds an `rbln_config.json` whose `cls_name` is `RBLNAutoencoderKLConfig`.
+    pub fn is_compiled_dir(dir: &Path) -> bool {
+        std::fs::read(dir.join(RBLN_CONFIG_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v.get("cls_name").and_then(Value::as_str) == Some(CLS_NAME))
+    }
+}
