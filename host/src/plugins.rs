@@ -4,8 +4,7 @@
 //! never with `RootModule::load_from_file`, which caches one library per root-module type and
 //! would silently hand back the first plugin for every later path.
 
-use plugin_api::abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
-use plugin_api::abi_stable::sabi_types::{VersionNumber, VersionStrings};
+use plugin_api::abi_stable::library::RootModule;
 use plugin_api::{CompilerBox, DeviceBox, ModelClassBox, PluginInfo, PluginRootRef};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,8 +13,11 @@ use std::sync::Arc;
 
 mod backend;
 mod error;
+mod load;
 
 pub use error::RegistryError;
+use load::{canonical, library_files, probe, Probe};
+pub use load::{is_library_file_name, plugin_name_from_path, versions_compatible};
 
 /// The environment variable holding a path list of plugin directories.
 pub const PLUGIN_DIR_ENV: &str = "MLHOST_PLUGIN_DIR";
@@ -47,13 +49,6 @@ pub fn plugin_search_path(explicit: &[PathBuf]) -> Result<Vec<PathBuf>, Registry
             exe.display()
         ))),
     }
-}
-
-/// Returns true for file names that may be dynamic libraries: `lib*.so`, `*.dylib`, `*.dll`.
-pub fn is_library_file_name(name: &str) -> bool {
-    (name.starts_with("lib") && name.ends_with(".so"))
-        || name.ends_with(".dylib")
-        || name.ends_with(".dll")
 }
 
 /// One loaded plugin library.
@@ -100,12 +95,6 @@ impl fmt::Debug for PluginRegistry {
             )
             .finish()
     }
-}
-
-/// What loading one library file found.
-enum Probe {
-    Plugin(PluginRootRef),
-    NotAPlugin(String),
 }
 
 impl PluginRegistry {
@@ -321,154 +310,9 @@ pub(crate) fn join_paths(paths: &[PathBuf]) -> String {
     list.join(", ")
 }
 
-/// The library files to consider in directory `path`, sorted by name.
-fn canonical(path: &Path) -> PathBuf {
-    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn library_files(path: &Path) -> Result<Vec<PathBuf>, RegistryError> {
-    let meta = std::fs::metadata(path).map_err(|e| RegistryError::MissingPath {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if !meta.is_dir() {
-        return Err(RegistryError::MissingPath {
-            path: path.to_path_buf(),
-            reason: "not a directory or a library file".into(),
-        });
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| RegistryError::MissingPath {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| RegistryError::MissingPath {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let file = entry.path();
-        if is_library_file_name(name) && file.is_file() {
-            files.push(file);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Opens a library and, if it exports an mlhost root module, checks and initializes it.
-fn probe(path: &Path) -> Result<Probe, RegistryError> {
-    let header = match lib_header_from_path(path) {
-        Ok(header) => header,
-        Err(LibraryError::GetSymbolError { .. }) => {
-            return Ok(Probe::NotAPlugin(
-                "it does not export an abi_stable root module".to_string(),
-            ))
-        }
-        Err(LibraryError::OpenError { err, .. }) => {
-            return Err(RegistryError::Open {
-                path: path.to_path_buf(),
-                reason: err.to_string(),
-            })
-        }
-        Err(other) => {
-            return Err(RegistryError::AbiStable {
-                path: path.to_path_buf(),
-                details: other.to_string().trim().to_string(),
-            })
-        }
-    };
-    let consts = header.root_mod_consts();
-    let module_name = consts.name().as_str();
-    if module_name != PluginRootRef::NAME {
-        return Ok(Probe::NotAPlugin(format!(
-            "its root module is `{module_name}`, not `{}`",
-            PluginRootRef::NAME
-        )));
-    }
-    let plugin_version = consts.version_strings();
-    if !versions_compatible(PluginRootRef::VERSION_STRINGS, plugin_version) {
-        return Err(incompatible_version(path, plugin_version.version.as_str()));
-    }
-    header
-        .init_root_module::<PluginRootRef>()
-        .map(Probe::Plugin)
-        .map_err(|e| match e {
-            LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
-                incompatible_version(path, &actual_version.to_string())
-            }
-            LibraryError::AbiInstability(details) => RegistryError::IncompatibleLayout {
-                path: path.to_path_buf(),
-                plugin: plugin_name_from_path(path),
-                plugin_version: plugin_version.version.as_str().to_string(),
-                host_version: host_abi_version().to_string(),
-                details: details.to_string().trim().to_string(),
-            },
-            other => RegistryError::Init {
-                path: path.to_path_buf(),
-                details: other.to_string().trim().to_string(),
-            },
-        })
-}
-
-fn incompatible_version(path: &Path, plugin_version: &str) -> RegistryError {
-    RegistryError::IncompatibleVersion {
-        path: path.to_path_buf(),
-        plugin: plugin_name_from_path(path),
-        plugin_version: plugin_version.to_string(),
-        host_version: host_abi_version().to_string(),
-    }
-}
-
-/// The plugin-api compatibility rule: same major version, and for `0.y` also the same minor.
-pub fn versions_compatible(host: VersionStrings, plugin: VersionStrings) -> bool {
-    match (VersionNumber::new(host), VersionNumber::new(plugin)) {
-        (Ok(h), Ok(p)) => h.major == p.major && (h.major != 0 || h.minor == p.minor),
-        _ => false,
-    }
-}
-
-/// A plugin's name as far as it can be known without initializing it: the file stem without
-/// the `lib` prefix, with `_` as `-` (`librbln_npu.so` -> `rbln-npu`).
-pub fn plugin_name_from_path(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("unknown");
-    let stem = stem.strip_prefix("lib").unwrap_or(stem);
-    stem.replace('_', "-")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn version_rule() {
-        let v = VersionStrings::new;
-        assert!(versions_compatible(v("0.1.0"), v("0.1.7")));
-        assert!(!versions_compatible(v("0.1.0"), v("0.2.0")));
-        assert!(!versions_compatible(v("0.2.0"), v("0.1.0")));
-        assert!(!versions_compatible(v("0.1.0"), v("99.0.0")));
-        assert!(versions_compatible(v("1.2.0"), v("1.0.3")));
-        assert!(!versions_compatible(v("1.0.0"), v("not-a-version")));
-    }
-
-    #[test]
-    fn library_names() {
-        assert!(is_library_file_name("librbln_npu.so"));
-        assert!(is_library_file_name("rbln_npu.dll"));
-        assert!(is_library_file_name("librbln_npu.dylib"));
-        assert!(!is_library_file_name("rbln_npu.so"));
-        assert!(!is_library_file_name("librbln_npu.rlib"));
-        assert!(!is_library_file_name("librbln_npu.d"));
-        assert_eq!(
-            plugin_name_from_path(Path::new("/x/librbln_npu.so")),
-            "rbln-npu"
-        );
-    }
 
     #[test]
     fn missing_dir_is_an_error_naming_it() {

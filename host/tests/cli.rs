@@ -3,7 +3,7 @@
 
 mod support;
 
-use mlhost::io::{read_png, read_safetensors, write_safetensors};
+use mlhost::io::{read_png, read_safetensors, write_png, write_safetensors};
 use plugin_api::{NamedTensor, Tensor};
 use std::path::{Path, PathBuf};
 use support::*;
@@ -226,6 +226,18 @@ fn compile_inspect_and_run_the_sd_like_fixture() {
     assert_eq!(out.code, 0, "{out:?}");
     let sample = read_safetensors(Path::new(&enc_seeded), "sample").unwrap();
     assert_eq!(sample.shape(), vec![1, 4, 8, 8]);
+
+    // A PNG input is an RGB image mapped to [-1, 1].
+    let x = read_safetensors(&io, "x").unwrap();
+    let image_in = w("image_in.png");
+    write_png(Path::new(&image_in), &x).unwrap();
+    let enc_png = w("enc_png.safetensors");
+    let out = run(mlhost_with(&plugins).args([
+        "run", &compiled, "--method", "encode", "--input", &image_in, "--output", &enc_png,
+    ]));
+    assert_eq!(out.code, 0, "{out:?}");
+    let mean_png = read_safetensors(Path::new(&enc_png), "mean").unwrap();
+    assert_eq!(mean_png.shape(), vec![1, 4, 8, 8]);
 
     let png = w("decoded.png");
     let out = run(mlhost_with(&plugins).args([
