@@ -35,23 +35,41 @@ impl SampleSize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AutoencoderKLConfigFile {
+    /// Image channels (default 3).
     pub in_channels: i64,
+    /// Decoded image channels (default 3).
     pub out_channels: i64,
+    /// Encoder block types; only `DownEncoderBlock2D`.
     pub down_block_types: Vec<String>,
+    /// Decoder block types; only `UpDecoderBlock2D`.
     pub up_block_types: Vec<String>,
+    /// Channels per block (default `[64]`).
     pub block_out_channels: Vec<i64>,
+    /// Resnets per encoder block; decoder blocks have one more (default 1).
     pub layers_per_block: i64,
+    /// Resnet activation: silu, swish, relu, gelu or mish (default silu).
     pub act_fn: String,
+    /// Latent channels (default 4).
     pub latent_channels: i64,
+    /// GroupNorm groups (default 32).
     pub norm_num_groups: i64,
+    /// Default image size (default 32).
     pub sample_size: SampleSize,
+    /// Latent scaling used by pipelines, not by the graphs (default 0.18215).
     pub scaling_factor: f64,
+    /// Latent shift used by SD3/Flux pipelines (default null).
     pub shift_factor: Option<f64>,
+    /// Per-channel latent mean (SDXL-style pipelines; default null).
     pub latents_mean: Option<Vec<f64>>,
+    /// Per-channel latent std (default null).
     pub latents_std: Option<Vec<f64>>,
+    /// Pipelines run the VAE in float32 when true (default true).
     pub force_upcast: bool,
+    /// Whether `quant_conv` follows the encoder (default true).
     pub use_quant_conv: bool,
+    /// Whether `post_quant_conv` precedes the decoder (default true).
     pub use_post_quant_conv: bool,
+    /// Whether the mid blocks have attention (default true).
     pub mid_block_add_attention: bool,
 }
 
@@ -84,23 +102,37 @@ impl Default for AutoencoderKLConfigFile {
 /// dividing every channel count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoencoderKLConfig {
+    /// Image channels (default 3).
     pub in_channels: usize,
+    /// Decoded image channels (default 3).
     pub out_channels: usize,
+    /// Channels per block (default `[64]`).
     pub block_out_channels: Vec<usize>,
+    /// Resnets per encoder block; decoder blocks have one more (default 1).
     pub layers_per_block: usize,
     /// The resnets' non-linearity (`conv_act` before `conv_out` is always SiLU, as in diffusers).
     pub act_fn: Activation,
+    /// Latent channels (default 4).
     pub latent_channels: usize,
+    /// GroupNorm groups (default 32).
     pub norm_num_groups: usize,
     /// `(height, width)`.
     pub sample_size: (usize, usize),
+    /// Latent scaling used by pipelines, not by the graphs (default 0.18215).
     pub scaling_factor: f64,
+    /// Latent shift used by SD3/Flux pipelines (default null).
     pub shift_factor: Option<f64>,
+    /// Per-channel latent mean (SDXL-style pipelines; default null).
     pub latents_mean: Option<Vec<f64>>,
+    /// Per-channel latent std (default null).
     pub latents_std: Option<Vec<f64>>,
+    /// Pipelines run the VAE in float32 when true (default true).
     pub force_upcast: bool,
+    /// Whether `quant_conv` follows the encoder (default true).
     pub use_quant_conv: bool,
+    /// Whether `post_quant_conv` precedes the decoder (default true).
     pub use_post_quant_conv: bool,
+    /// Whether the mid blocks have attention (default true).
     pub mid_block_add_attention: bool,
     /// The file form it was checked from (written back by `save_pretrained`).
     pub file: AutoencoderKLConfigFile,
