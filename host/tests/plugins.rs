@@ -189,3 +189,19 @@ fn missing_and_empty_plugin_dirs() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("no plugins found in "), "{out:?}");
 }
+
+#[test]
+fn default_search_path_is_the_executable_directory() {
+    let dir = plugin_dir(&[RBLN_NPU]);
+    let exe = dir.path().join(mlhost_exe().file_name().unwrap());
+    std::fs::copy(mlhost_exe(), &exe).unwrap();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("plugins").env_remove("MLHOST_PLUGIN_DIR");
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lib = dir.path().join(library_file_name(RBLN_NPU));
+    assert!(
+        out.stdout.contains(&format!("path: {}", lib.display())),
+        "{out:?}"
+    );
+}
