@@ -3,6 +3,9 @@
 //! Implementations must wrap every method body in [`crate::guard`] so that no panic unwinds
 //! across the boundary.
 
+// `ModelClass::from_pretrained` takes `&self` (the class object), as a factory method must.
+#![allow(clippy::wrong_self_convention)]
+
 use crate::error::PluginResult;
 use crate::graph::GraphBlob;
 use crate::tensor::{NamedTensor, TensorSpec};
