@@ -20,12 +20,26 @@ fn scratch_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn compile(dir: &Path, rbln_config: Value) -> Result<RBLNAutoencoderKL, PluginError> {
     let (backend, _) = counting_backend();
-    RBLNAutoencoderKL::from_pretrained(dir, Export::Yes, rbln_config, json!({}), backend, &no_progress())
+    RBLNAutoencoderKL::from_pretrained(
+        dir,
+        Export::Yes,
+        rbln_config,
+        json!({}),
+        backend,
+        &no_progress(),
+    )
 }
 
 fn load(dir: &Path) -> Result<RBLNAutoencoderKL, PluginError> {
     let (backend, _) = counting_backend();
-    RBLNAutoencoderKL::from_pretrained(dir, Export::No, json!({}), json!({}), backend, &no_progress())
+    RBLNAutoencoderKL::from_pretrained(
+        dir,
+        Export::No,
+        json!({}),
+        json!({}),
+        backend,
+        &no_progress(),
+    )
 }
 
 #[track_caller]
@@ -36,7 +50,11 @@ fn expect_err<T>(r: Result<T, PluginError>, kind: ErrorKind, needles: &[&str]) -
     };
     assert_eq!(e.kind, kind, "wrong kind for: {e}");
     for n in needles {
-        assert!(e.message().contains(n), "error {:?} does not mention {n:?}", e.message());
+        assert!(
+            e.message().contains(n),
+            "error {:?} does not mention {n:?}",
+            e.message()
+        );
     }
     e
 }
@@ -54,7 +72,11 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
 fn missing_config_json() {
     let (_tmp, dir) = scratch_copy("sd_like");
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    expect_err(compile(&dir, json!({})), ErrorKind::NotFound, &["config.json"]);
+    expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::NotFound,
+        &["config.json"],
+    );
 }
 
 #[test]
@@ -80,7 +102,11 @@ fn truncated_safetensors() {
 #[test]
 fn garbage_safetensors() {
     let (_tmp, dir) = scratch_copy("sd_like");
-    std::fs::write(dir.join("diffusion_pytorch_model.safetensors"), b"not a safetensors file").unwrap();
+    std::fs::write(
+        dir.join("diffusion_pytorch_model.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
     expect_err(
         compile(&dir, json!({})),
         ErrorKind::InvalidArgument,
@@ -91,8 +117,14 @@ fn garbage_safetensors() {
 #[test]
 fn missing_tensor() {
     let (_tmp, dir) = scratch_copy("sd_like");
-    rewrite_weights(&dir, |all| all.retain(|(n, _)| n != "decoder.conv_in.weight"));
-    expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["decoder.conv_in.weight"]);
+    rewrite_weights(&dir, |all| {
+        all.retain(|(n, _)| n != "decoder.conv_in.weight")
+    });
+    expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::InvalidArgument,
+        &["decoder.conv_in.weight"],
+    );
 }
 
 #[test]
@@ -100,15 +132,25 @@ fn wrong_tensor_shape() {
     let (_tmp, dir) = scratch_copy("sd_like");
     let mut expected = Vec::new();
     rewrite_weights(&dir, |all| {
-        let (_, t) = all.iter_mut().find(|(n, _)| n == "encoder.conv_in.bias").unwrap();
+        let (_, t) = all
+            .iter_mut()
+            .find(|(n, _)| n == "encoder.conv_in.bias")
+            .unwrap();
         expected = t.shape();
         let n = t.data().len() + 1;
         *t = Tensor::new(vec![n], vec![0.0; n]).unwrap();
     });
-    let e = expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["encoder.conv_in.bias"]);
+    let e = expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::InvalidArgument,
+        &["encoder.conv_in.bias"],
+    );
     let wrong = format!("{:?}", [expected[0] + 1]);
     let right = format!("{expected:?}");
-    assert!(e.message().contains(&wrong) && e.message().contains(&right), "{e}");
+    assert!(
+        e.message().contains(&wrong) && e.message().contains(&right),
+        "{e}"
+    );
 }
 
 #[test]
@@ -119,8 +161,16 @@ fn config_contradicts_weights() {
     let lc = cfg["latent_channels"].as_u64().unwrap();
     cfg["latent_channels"] = json!(lc * 2);
     std::fs::write(&p, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    // The conv_out weights have 2*lc channels in the file, the config now expects 4*lc.
-    expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["conv_out"]);
+    // The latent-facing weights in the file have lc channels, the config now implies 2*lc.
+    expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::InvalidArgument,
+        &[
+            "decoder.conv_in.weight",
+            &format!("[32, {}, 3, 3]", lc * 2),
+            &format!("[32, {lc}, 3, 3]"),
+        ],
+    );
 }
 
 #[test]
@@ -132,7 +182,11 @@ fn config_layers_per_block_contradicts_weights() {
     cfg["layers_per_block"] = json!(l + 1);
     std::fs::write(&p, serde_json::to_vec(&cfg).unwrap()).unwrap();
     // The config now expects one more resnet per block than the file holds.
-    expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["resnets"]);
+    expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::InvalidArgument,
+        &["resnets"],
+    );
 }
 
 #[test]
@@ -141,7 +195,11 @@ fn unexpected_tensor_in_weights() {
     rewrite_weights(&dir, |all| {
         all.push(("encoder.extra_block.weight".into(), Tensor::zeros(vec![2])));
     });
-    expect_err(compile(&dir, json!({})), ErrorKind::InvalidArgument, &["encoder.extra_block.weight"]);
+    expect_err(
+        compile(&dir, json!({})),
+        ErrorKind::InvalidArgument,
+        &["encoder.extra_block.weight"],
+    );
 }
 
 #[test]
@@ -181,8 +239,15 @@ fn wrong_input_shape_at_run_time() {
     let mut bad = io["x"].shape();
     bad[2] += 4;
     let x = Tensor::zeros(bad.clone());
-    let e = expect_err(vae.encode(&x), ErrorKind::InvalidArgument, &[&format!("{bad:?}")]);
-    assert!(e.message().contains(&format!("{:?}", io["x"].shape())), "{e}");
+    let e = expect_err(
+        vae.encode(&x),
+        ErrorKind::InvalidArgument,
+        &[&format!("{bad:?}")],
+    );
+    assert!(
+        e.message().contains(&format!("{:?}", io["x"].shape())),
+        "{e}"
+    );
     let mut badz = io["z"].shape();
     badz[1] += 1;
     expect_err(
@@ -198,7 +263,11 @@ fn encode_on_decoder_only_model() {
     cfg["uses_encoder"] = json!(false);
     let vae = compile(&fixture_dir("sd_like"), cfg).unwrap();
     let io = fixture_io("sd_like");
-    expect_err(vae.encode(&io["x"]), ErrorKind::InvalidArgument, &["uses_encoder"]);
+    expect_err(
+        vae.encode(&io["x"]),
+        ErrorKind::InvalidArgument,
+        &["uses_encoder"],
+    );
     // The decoder still works.
     vae.decode(&io["z"]).unwrap();
 }
@@ -273,7 +342,10 @@ fn save_never_leaves_partial_directory() {
     let blocker = tmp.path().join("file");
     std::fs::write(&blocker, b"x").unwrap();
     assert!(vae.save_pretrained(blocker.join("out")).is_err());
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("file")]);
     // Overwriting an existing compiled dir works and keeps it loadable.
     let out = tmp.path().join("out");

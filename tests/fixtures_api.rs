@@ -23,7 +23,11 @@ fn check_variant(name: &str) {
 
     let dist = vae.encode(&io["x"]).expect("encode");
     assert_close(&format!("{name} encode mean"), &dist.mean, &io["mean"]);
-    assert_close(&format!("{name} encode logvar"), &dist.logvar, &io["logvar"]);
+    assert_close(
+        &format!("{name} encode logvar"),
+        &dist.logvar,
+        &io["logvar"],
+    );
     let kl = plugin_api::Tensor::new(vec![dist.kl().len()], dist.kl()).unwrap();
     assert_close(&format!("{name} encode kl"), &kl, &io["kl"]);
     let sample = vae.decode(&io["z"]).expect("decode");
@@ -44,12 +48,28 @@ fn check_variant(name: &str) {
         &no_progress(),
     )
     .expect("load compiled");
-    assert_eq!(compiles.load(Ordering::SeqCst), 0, "loading must not compile");
+    assert_eq!(
+        compiles.load(Ordering::SeqCst),
+        0,
+        "loading must not compile"
+    );
     let dist2 = loaded.encode(&io["x"]).expect("encode after load");
-    assert_eq!(dist2.mean.data(), dist.mean.data(), "{name}: mean not bit-identical");
-    assert_eq!(dist2.logvar.data(), dist.logvar.data(), "{name}: logvar not bit-identical");
+    assert_eq!(
+        dist2.mean.data(),
+        dist.mean.data(),
+        "{name}: mean not bit-identical"
+    );
+    assert_eq!(
+        dist2.logvar.data(),
+        dist.logvar.data(),
+        "{name}: logvar not bit-identical"
+    );
     let sample2 = loaded.decode(&io["z"]).expect("decode after load");
-    assert_eq!(sample2.data(), sample.data(), "{name}: sample not bit-identical");
+    assert_eq!(
+        sample2.data(),
+        sample.data(),
+        "{name}: sample not bit-identical"
+    );
 
     // export=auto on a compiled directory loads it, too.
     let (backend, compiles) = counting_backend();
@@ -118,7 +138,13 @@ fn latent_distribution_follows_diffusers_formulas() {
     .unwrap();
     let d = vae.encode(&io["x"]).unwrap();
     assert_eq!(d.mode().data(), d.mean.data());
-    for ((s, v), lv) in d.std().data().iter().zip(d.var().data()).zip(d.logvar.data()) {
+    for ((s, v), lv) in d
+        .std()
+        .data()
+        .iter()
+        .zip(d.var().data())
+        .zip(d.logvar.data())
+    {
         assert!((s - (0.5 * lv).exp()).abs() <= 1e-6 * s.max(1.0));
         assert!((v - lv.exp()).abs() <= 1e-6 * v.max(1.0));
     }
@@ -136,7 +162,10 @@ fn latent_distribution_follows_diffusers_formulas() {
     let n = eps.len() as f32;
     let mean_eps = eps.iter().sum::<f32>() / n;
     let var_eps = eps.iter().map(|e| (e - mean_eps).powi(2)).sum::<f32>() / n;
-    assert!(mean_eps.abs() < 0.2 && (var_eps - 1.0).abs() < 0.3, "{mean_eps} {var_eps}");
+    assert!(
+        mean_eps.abs() < 0.2 && (var_eps - 1.0).abs() < 0.3,
+        "{mean_eps} {var_eps}"
+    );
     // kl = 0.5 * sum(mean^2 + var - 1 - logvar) per batch item.
     let kl = d.kl();
     let expect: f32 = d
@@ -148,5 +177,9 @@ fn latent_distribution_follows_diffusers_formulas() {
         .map(|((m, v), lv)| 0.5 * (m * m + v - 1.0 - lv))
         .sum();
     assert_eq!(kl.len(), 1);
-    assert!((kl[0] - expect).abs() <= 1e-3 * expect.abs().max(1.0), "{} {expect}", kl[0]);
+    assert!(
+        (kl[0] - expect).abs() <= 1e-3 * expect.abs().max(1.0),
+        "{} {expect}",
+        kl[0]
+    );
 }

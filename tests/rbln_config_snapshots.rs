@@ -44,7 +44,11 @@ fn img2img_with_encoder_batch_2() {
 
 #[test]
 fn sd3_like_16_latent_channels() {
-    insta::assert_snapshot!(compiled_config("sd3_like", json!({"uses_encoder": true}), json!({})));
+    insta::assert_snapshot!(compiled_config(
+        "sd3_like",
+        json!({"uses_encoder": true}),
+        json!({})
+    ));
 }
 
 #[test]

@@ -241,7 +241,8 @@ impl RBLNAutoencoderKL {
         let ext = backend.compiler.artifact_extension().into_string();
         let mut parts = Vec::new();
         for p in rc.parts() {
-            let artifact = read(&format!("{}.{ext}", p.name))?;
+            let file = format!("{}.{ext}", p.name);
+            let artifact = read(&file)?;
             let io = specs(&rc, &vae, p.name);
             let part = load_part(
                 &backend.device,
@@ -250,7 +251,7 @@ impl RBLNAutoencoderKL {
                 artifact,
                 io,
             )
-            .map_err(|e| e.context(dir.display()))?;
+            .map_err(|e| e.context(dir.join(&file).display()))?;
             parts.push(part);
         }
         Self::assemble(rc, vae, parts, &backend)
