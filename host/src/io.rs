@@ -273,9 +273,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
             reason: format!("directory {} does not exist", dir.display()),
         });
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mlhost-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".mlhost-").suffix(".tmp");
+    // A temp file is private (0600); the result is an ordinary output file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| write_err(e.to_string()))?;
     tmp.write_all(bytes)

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Seed for sampling the latent distribution (encode also writes `sample`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Read this tensor of a .safetensors input instead of `x` / `z`; e.g. `--input-tensor mean`
+    /// decodes what `encode` wrote.
+    #[arg(long, value_name = "NAME")]
+    pub input_tensor: Option<String>,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -156,15 +160,19 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
     }
 
     let config = read_dir_config(&args.model_dir)?;
+    let tensor_name = args
+        .input_tensor
+        .as_deref()
+        .unwrap_or(method.input_tensor());
     let input = match in_format {
-        Format::SafeTensors => io::read_safetensors(&args.input, method.input_tensor())?,
+        Format::SafeTensors => io::read_safetensors(&args.input, tensor_name)?,
         Format::Png => io::read_png(&args.input, config.in_channels)?,
     };
     let shape = input.shape();
     if shape.len() != 4 {
         return Err(UsageError(format!(
             "tensor `{}` in {} has shape {}; expected [B, C, H, W]",
-            method.input_tensor(),
+            tensor_name,
             args.input.display(),
             shape_str(&shape)
         ))
