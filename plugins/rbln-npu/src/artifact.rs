@@ -25,20 +25,21 @@ pub fn encode(p: &Program) -> Result<Vec<u8>, PluginError> {
     let json = serde_json::to_vec(p)
         .map_err(|e| PluginError::internal(format!("serializing the plan: {e}")))?;
     let weight_bytes: usize = p.weights.iter().map(|w| w.data.len() * 4).sum();
-    let mut payload = Vec::with_capacity(8 + json.len() + weight_bytes);
-    payload.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    payload.extend_from_slice(&json);
-    for w in &p.weights {
-        for v in &w.data {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + 8 + json.len() + weight_bytes);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&[0; 12]); // CRC32 and payload length, patched below
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for w in &p.weights {
+        for v in &w.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    let len = (out.len() - HEADER_LEN) as u64;
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    out[16..24].copy_from_slice(&len.to_le_bytes());
     Ok(out)
 }
 

@@ -304,3 +304,35 @@ mod ffi {
         }
     }
 }
+
+/// Timing probe for one SD-VAE last-stage resnet block (128 channels at 256x256):
+/// `cargo test -p rbln-npu --release -- --ignored --nocapture resnet_block_speed`.
+#[test]
+#[ignore]
+fn resnet_block_speed() {
+    let (c, h) = (128, 256);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut g = GraphBuilder::new("block");
+    let x = g.input("x", vec![1, c, h, h]);
+    let mut v = x;
+    for i in 0..2 {
+        let gamma = g.constant(format!("n{i}.w"), vec![c], vec![1.0; c]);
+        let beta = g.constant(format!("n{i}.b"), vec![c], vec![0.0; c]);
+        let w = g.constant(format!("c{i}.w"), vec![c, c, 3, 3], rv(&mut rng, c * c * 9));
+        v = g.group_norm(format!("n{i}"), v, gamma, beta, 32, 1e-6);
+        v = g.activation(format!("a{i}"), v, Activation::Silu);
+        v = g.conv2d(format!("c{i}"), v, w, None, [1, 1], [1, 1, 1, 1]);
+    }
+    let y = g.add("res", v, x);
+    g.output("y", y);
+    let bytes = compile_graph(g.finish().unwrap(), "").unwrap();
+    let exe = NpuExecutable::load(&bytes).unwrap();
+    println!("{}", crate::inspect::summary(exe.program(), bytes.len()));
+    let input = [NamedTensor::new(
+        "x",
+        Tensor::new(vec![1, c, h, h], rv(&mut rng, c * h * h)).unwrap(),
+    )];
+    let t = std::time::Instant::now();
+    exe.run(&input).unwrap();
+    println!("resnet block: {:.2}s", t.elapsed().as_secs_f64());
+}
