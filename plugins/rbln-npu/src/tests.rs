@@ -336,3 +336,18 @@ fn resnet_block_speed() {
     exe.run(&input).unwrap();
     println!("resnet block: {:.2}s", t.elapsed().as_secs_f64());
 }
+
+#[test]
+fn checksummed_but_inconsistent_plan_is_rejected() {
+    let bytes = compile_graph(case().graph, "").unwrap();
+    let mut p = crate::artifact::decode(&bytes).unwrap();
+    let mem = p.memory.as_mut().unwrap();
+    mem.arena_len /= 4;
+    let e = NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap_err();
+    assert!(e.message().contains("inconsistent plan"), "{e}");
+    let mut p = crate::artifact::decode(&bytes).unwrap();
+    p.weights[0].data.pop();
+    p.weights[0].len -= 1;
+    let e = NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap_err();
+    assert!(e.message().contains("conv1.weight"), "{e}");
+}
