@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plugin_api::abi_stable::sabi_trait::TD_Opaque;
 use plugin_api::abi_stable::std_types::RStr;
 use plugin_api::{Progress, ProgressBox, Progress_TO};
+use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,10 +17,11 @@ struct State {
     stage: String,
     bar: Option<ProgressBar>,
     stages_seen: usize,
+    started: Option<std::time::Instant>,
 }
 
-/// One progress bar on stderr whose message is the current stage; hidden when stderr is not a
-/// terminal.
+/// One progress bar on stderr whose message is the current stage. When stderr is not a terminal
+/// (a CI log, a pipe) each new stage is printed as one line instead.
 #[derive(Clone, Default)]
 pub struct BarProgress {
     state: Arc<Mutex<State>>,
@@ -83,8 +85,12 @@ impl BarProgress {
         if state.bar.is_none() {
             state.bar = Some(self.new_bar());
         }
+        let started = *state.started.get_or_insert_with(std::time::Instant::now);
         if state.stage != stage {
             tracing::debug!("{stage}");
+            if !self.hidden && !std::io::stderr().is_terminal() {
+                eprintln!("[{:>7.2}s] {stage}", started.elapsed().as_secs_f64());
+            }
             state.stage = stage.to_string();
             state.stages_seen += 1;
             if let Some(bar) = &state.bar {
