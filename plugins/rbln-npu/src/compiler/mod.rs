@@ -18,6 +18,11 @@ pub fn build_program(
     target: Target,
     progress: ProgressFn<'_>,
 ) -> Result<Program, PluginError> {
+    // Stages read "<graph>: <step>", e.g. "decoder: pack weights".
+    let name = graph.name.clone();
+    let named =
+        |stage: &str, done: u64, total: u64| progress(&format!("{name}: {stage}"), done, total);
+    let progress: ProgressFn<'_> = &named;
     progress("validate", 0, 1);
     graph.validate()?;
     let shapes = graph.infer_shapes()?;
@@ -29,7 +34,7 @@ pub fn build_program(
     let pipeline = passes::pipeline();
     let n = pipeline.len() as u64;
     for (i, pass) in pipeline.iter().enumerate() {
-        progress("passes", i as u64, n);
+        progress(&format!("pass {}", pass.name()), i as u64, n);
         pass.run(&mut program, progress)
             .map_err(|e| e.context(format!("compiler pass {}", pass.name())))?;
         program.validate().map_err(|e| {
@@ -39,7 +44,6 @@ pub fn build_program(
             ))
         })?;
     }
-    progress("passes", n, n);
     if program.memory.is_none() {
         return Err(PluginError::internal(
             "the pass pipeline produced no memory plan",
@@ -55,9 +59,10 @@ pub fn compile(
     progress: ProgressFn<'_>,
 ) -> Result<Vec<u8>, PluginError> {
     let target = options::parse_options(options_json)?;
+    let stage = format!("{}: serialize", graph.name);
     let program = build_program(graph, target, progress)?;
-    progress("serialize", 0, 1);
+    progress(&stage, 0, 1);
     let bytes = artifact::encode(&program)?;
-    progress("serialize", 1, 1);
+    progress(&stage, 1, 1);
     Ok(bytes)
 }

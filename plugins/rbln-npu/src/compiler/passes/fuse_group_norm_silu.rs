@@ -13,8 +13,7 @@ impl Pass for FuseGroupNormSilu {
     fn name(&self) -> &'static str {
         "FuseGroupNormSilu"
     }
-    fn run(&self, p: &mut Program, progress: ProgressFn<'_>) -> Result<(), PluginError> {
-        progress("passes", 0, 1);
+    fn run(&self, p: &mut Program, _progress: ProgressFn<'_>) -> Result<(), PluginError> {
         let uses = p.uses();
         let mut remove = vec![false; p.steps.len()];
         for s in 0..p.steps.len() {
@@ -43,7 +42,6 @@ impl Pass for FuseGroupNormSilu {
             !remove[i - 1]
         });
         p.compact();
-        progress("passes", 1, 1);
         Ok(())
     }
 }
