@@ -292,6 +292,22 @@ fn corrupt_artifact() {
 }
 
 #[test]
+fn artifact_of_another_format_version() {
+    let (_tmp, dir) = saved_model();
+    let p = dir.join("decoder.rbln");
+    let mut bytes = std::fs::read(&p).unwrap();
+    // rbln-npu's header: 8-byte magic, then the format version as a little-endian u32.
+    assert_eq!(&bytes[..8], b"RBLNNPU\0");
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    expect_err(
+        load(&dir),
+        ErrorKind::Unsupported,
+        &["decoder.rbln", "version 99"],
+    );
+}
+
+#[test]
 fn truncated_artifact() {
     let (_tmp, dir) = saved_model();
     let p = dir.join("encoder.rbln");

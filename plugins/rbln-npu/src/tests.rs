@@ -293,12 +293,14 @@ mod ffi {
             .compile_graph(case().graph, "", &report)
             .unwrap();
         let seen = seen.into_inner().unwrap();
+        // Stages are "<graph name>: <step>".
         for stage in [
-            "validate",
-            "passes",
-            "pack weights",
-            "plan memory",
-            "serialize",
+            "tiny: validate",
+            "tiny: pass FuseGroupNormSilu",
+            "tiny: pass PlanMemory",
+            "tiny: pack weights",
+            "tiny: plan memory",
+            "tiny: serialize",
         ] {
             assert!(seen.iter().any(|s| s == stage), "no {stage:?} in {seen:?}");
         }
