@@ -6,7 +6,9 @@
 
 pub mod cli;
 pub mod io;
+pub mod manifest;
 pub mod plugins;
 pub mod progress;
+pub mod serve;
 
 pub use plugins::{LoadedPlugin, PluginRegistry, RegistryError};

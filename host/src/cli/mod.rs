@@ -11,6 +11,7 @@ pub mod compile;
 pub mod inspect;
 pub mod plugins;
 pub mod run;
+pub mod serve;
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -66,6 +67,9 @@ pub struct UsageError(pub String);
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve(args) = &cli.command {
+        return serve::run(&cli.plugin_dirs, args);
+    }
     let search = plugin_search_path(&cli.plugin_dirs)?;
     let registry = PluginRegistry::load(&search)?;
     match cli.command {

@@ -1,0 +1,201 @@
+//! `mlhost bench`: load a model once, run one method on seeded random inputs several times and
+//! report min / median / max seconds and peak memory, in the spirit of trtexec and
+//! OpenVINO's benchmark_app.
+
+use super::run::Method;
+use super::{plugin, BackendArgs, UsageError};
+use crate::plugins::PluginRegistry;
+use crate::progress::BarProgress;
+use anyhow::Context;
+use clap::Args;
+use plugin_api::{Export, NamedTensor, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `mlhost bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A compiled model directory, or a diffusers directory (compiled with its defaults, plus the
+    /// encoder for `--method encode`).
+    pub model_dir: PathBuf,
+    /// The method to time.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Compute threads (sets RAYON_NUM_THREADS for the plugins; default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Model class, compiler and device.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Min, median and max of `samples` (which must not be empty).
+pub fn summary(samples: &[f64]) -> (f64, f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (s[0], median, s[n - 1])
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Seeded inputs: images uniform in [-1, 1] for encode, standard-normal-ish latents for decode.
+fn random_input(method: Method, shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match method {
+        Method::Encode => (0..n).map(|_| rng.gen_range(-1.0f32..=1.0)).collect(),
+        // Sum of 4 uniforms, rescaled: mean 0, variance 1; enough for timing.
+        Method::Decode => (0..n)
+            .map(|_| (0..4).map(|_| rng.gen_range(-1.0f32..=1.0)).sum::<f32>() * 0.866)
+            .collect(),
+    };
+    Tensor::new(shape.to_vec(), data).expect("length matches the shape")
+}
+
+/// Runs the benchmark.
+pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        return Err(UsageError("--runs must be at least 1".into()).into());
+    }
+    if let Some(t) = args.threads {
+        if t == 0 {
+            return Err(UsageError("--threads must be at least 1".into()).into());
+        }
+        // Read by the plugins' thread pool when it starts, i.e. at the first compile or run.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let dir = args
+        .model_dir
+        .to_str()
+        .ok_or_else(|| UsageError(format!("{} is not valid UTF-8", args.model_dir.display())))?;
+    if !args.model_dir.is_dir() {
+        return Err(UsageError(format!("model directory {dir} does not exist")).into());
+    }
+    let class_name = registry.select_model_class(args.backend.class.as_deref())?;
+    let class = registry.model_class(&class_name)?;
+    let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
+    let device = registry.select_device(args.backend.device.as_deref())?;
+    let kwargs = if args.method == Method::Encode && !class.is_compiled_dir(dir.into()) {
+        json!({"uses_encoder": true})
+    } else {
+        json!({})
+    };
+    let load_start = Instant::now();
+    let progress = BarProgress::stderr();
+    let model = plugin(class.from_pretrained(
+        dir.into(),
+        Export::Auto,
+        "{}".into(),
+        kwargs.to_string().as_str().into(),
+        registry.backend(&compiler, &device)?,
+        &progress.to_box(),
+    ))
+    .with_context(|| format!("loading {dir} as {class_name}"))?;
+    progress.finish();
+    let load_s = load_start.elapsed().as_secs_f64();
+
+    let name = args.method.name();
+    let spec = model
+        .methods()
+        .into_iter()
+        .find(|m| m.name.as_str() == name)
+        .ok_or_else(|| UsageError(format!("{dir} has no method `{name}`")))?;
+    let input_spec = spec
+        .inputs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("method `{name}` declares no input"))?;
+    let shape = input_spec.shape();
+    let input = random_input(args.method, &shape, args.seed);
+    let call = || -> anyhow::Result<f64> {
+        let inputs = vec![NamedTensor::new(input_spec.name.as_str(), input.clone())];
+        let t = Instant::now();
+        plugin(model.call(name.into(), inputs.into(), "{}".into()))
+            .with_context(|| format!("running {name} of {dir}"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    for _ in 0..args.warmup {
+        call()?;
+    }
+    let times = (0..args.runs)
+        .map(|_| call())
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let (min, median, max) = summary(&times);
+    let rss = peak_rss_bytes();
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.json {
+        let v = json!({
+            "model_dir": dir, "method": name, "input_shape": shape, "threads": threads,
+            "runs": args.runs, "warmup": args.warmup, "load_s": load_s,
+            "min_s": min, "median_s": median, "max_s": max, "times_s": times,
+            "peak_rss_bytes": rss.map_or(Value::Null, Value::from),
+        });
+        println!("{v}");
+    } else {
+        println!("{name} on {dir}: input {shape:?}, {threads} threads, load {load_s:.3} s");
+        println!(
+            "  {} runs after {} warm-up: min {min:.4} s, median {median:.4} s, max {max:.4} s",
+            args.runs, args.warmup
+        );
+        if let Some(b) = rss {
+            println!("  peak RSS {:.1} MiB", b as f64 / (1024.0 * 1024.0));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_odd_and_even_counts() {
+        assert_eq!(summary(&[3.0, 1.0, 2.0]), (1.0, 2.0, 3.0));
+        assert_eq!(summary(&[4.0, 1.0, 3.0, 2.0]), (1.0, 2.5, 4.0));
+    }
+
+    #[test]
+    fn inputs_are_seeded_and_shaped() {
+        let a = random_input(Method::Decode, &[1, 4, 2, 3], 5);
+        assert_eq!(a.shape(), vec![1, 4, 2, 3]);
+        assert_eq!(
+            a.data(),
+            random_input(Method::Decode, &[1, 4, 2, 3], 5).data()
+        );
+        assert_ne!(
+            a.data(),
+            random_input(Method::Decode, &[1, 4, 2, 3], 6).data()
+        );
+        let x = random_input(Method::Encode, &[1, 3, 4, 4], 1);
+        assert!(x.data().iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+}

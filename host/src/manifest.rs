@@ -1,0 +1,450 @@
+//! Serving manifests: which plugins to load, which devices exist and which models to serve.
+//!
+//! ```yaml
+//! plugins: [rbln_npu, rbln_vae]      # library names (searched in the plugin dirs) or paths
+//! devices:
+//!   - name: npu0
+//!     plugin: rbln-npu                # the device (and compiler) a loaded plugin provides
+//!     ids: [0]
+//!     options: {threads: 2}
+//! models:
+//!   - name: vae
+//!     class: RBLNAutoencoderKL
+//!     model_id: ../models/default     # relative to this file
+//!     export: auto                    # true | false | auto
+//!     device: npu0
+//!     rbln_config: {batch_size: 4, uses_encoder: true}
+//!     serving: {instances: 1, max_queue_delay_us: 2000, max_queue_size: 64, timeout_us: 1000000}
+//! ```
+//!
+//! Unknown fields are errors. Every error names the file, the line and column, and the field.
+
+use plugin_api::Export;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+/// A manifest error: `file:line:column: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", file.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// 1-based line (0 when unknown, e.g. the file cannot be read).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, starting with the field's path (e.g. `models[0].device`).
+    pub message: String,
+}
+
+/// A parsed, checked manifest with paths resolved against its directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin libraries: a bare name (`rbln_npu`) is searched in the plugin directories, a path
+    /// (with `/` or a library extension) is relative to the manifest. Empty: every plugin found.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Named devices models run on.
+    #[serde(default)]
+    pub devices: Vec<DeviceEntry>,
+    /// The models to serve.
+    pub models: Vec<ModelEntry>,
+    /// The manifest file (set after parsing).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// A device: which plugin device runs the models that name it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// The name models refer to.
+    pub name: String,
+    /// The device (and compiler) name a loaded plugin provides, e.g. `rbln-npu`.
+    pub plugin: String,
+    /// Device indices, passed to the model as `rbln_config.device` unless it sets one.
+    #[serde(default)]
+    pub ids: Vec<u64>,
+    /// Runtime options.
+    #[serde(default)]
+    pub options: DeviceOptions,
+}
+
+/// Device runtime options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceOptions {
+    /// CPU threads of the runtime's pool (sets `RAYON_NUM_THREADS` before the first model
+    /// loads; the rbln-npu runtime executes on host CPU cores).
+    pub threads: Option<NonZeroUsize>,
+}
+
+/// A model to serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The served name; its methods are served as `<name>.<method>`.
+    pub name: String,
+    /// The plugin that must provide `class` (its name as `mlhost plugins` lists it).
+    pub plugin: Option<String>,
+    /// The model class (default: the only one loaded).
+    pub class: Option<String>,
+    /// The model directory, relative to the manifest.
+    pub model_id: PathBuf,
+    /// Compile (`true`), load compiled (`false`) or decide by the directory (`auto`).
+    #[serde(default)]
+    pub export: ExportMode,
+    /// A device name from `devices` (default: the default device and compiler).
+    pub device: Option<String>,
+    /// rbln_config fields, e.g. `{batch_size: 4, uses_encoder: true}`.
+    #[serde(default)]
+    pub rbln_config: Map<String, Value>,
+    /// Scheduling and queueing.
+    #[serde(default)]
+    pub serving: ServingOptions,
+}
+
+/// `export`: `true`, `false` or `auto`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportMode(pub Option<bool>);
+
+impl ExportMode {
+    /// The plugin's [`Export`].
+    pub fn export(self) -> Export {
+        match self.0 {
+            Some(true) => Export::Yes,
+            Some(false) => Export::No,
+            None => Export::Auto,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExportMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ExportMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExportMode, E> {
+                Ok(ExportMode(Some(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExportMode, E> {
+                match v {
+                    "auto" => Ok(ExportMode(None)),
+                    "true" => Ok(ExportMode(Some(true))),
+                    "false" => Ok(ExportMode(Some(false))),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Serving options of one model (each of its methods gets its own queue).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingOptions {
+    /// Worker threads per method, each running one batch at a time.
+    #[serde(default = "one")]
+    pub instances: NonZeroUsize,
+    /// How long the first queued request waits for others to fill the batch.
+    #[serde(default = "default_delay")]
+    pub max_queue_delay_us: u64,
+    /// Requests queued per method before new ones are refused with 503.
+    #[serde(default = "default_queue")]
+    pub max_queue_size: NonZeroUsize,
+    /// Default per-request queue timeout (a request's `parameters.timeout` wins); none: wait.
+    pub timeout_us: Option<u64>,
+}
+
+fn one() -> NonZeroUsize {
+    NonZeroUsize::MIN
+}
+fn default_delay() -> u64 {
+    1000
+}
+fn default_queue() -> NonZeroUsize {
+    NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Default for ServingOptions {
+    fn default() -> Self {
+        ServingOptions {
+            instances: one(),
+            max_queue_delay_us: default_delay(),
+            max_queue_size: default_queue(),
+            timeout_us: None,
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads, parses and checks a manifest file.
+    pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ManifestError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the manifest: {e}"),
+        })?;
+        Manifest::parse(&text, file)
+    }
+
+    /// Parses and checks manifest `text` read from `file` (paths resolve against its directory).
+    pub fn parse(text: &str, file: &Path) -> Result<Manifest, ManifestError> {
+        let mut m: Manifest = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let mut message = e.to_string();
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            ManifestError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        m.file = file.to_path_buf();
+        m.check(text)?;
+        let base = file.parent().unwrap_or(Path::new("")).to_path_buf();
+        for model in &mut m.models {
+            model.model_id = base.join(&model.model_id);
+        }
+        Ok(m)
+    }
+
+    /// The directory relative paths resolve against.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+
+    /// The device entry named `name`.
+    pub fn device(&self, name: &str) -> Option<&DeviceEntry> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// The thread count the devices ask for, if any.
+    pub fn threads(&self) -> Option<usize> {
+        self.devices
+            .iter()
+            .find_map(|d| d.options.threads.map(NonZeroUsize::get))
+    }
+
+    fn check(&self, text: &str) -> Result<(), ManifestError> {
+        let err = |key: &str, value: &str, message: String| {
+            let (line, column) = locate(text, key, value);
+            ManifestError {
+                file: self.file.clone(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut names = BTreeSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if !names.insert(d.name.as_str()) {
+                return Err(err(
+                    "name",
+                    &d.name,
+                    format!("devices[{i}].name: device \"{}\" is defined twice", d.name),
+                ));
+            }
+        }
+        let threads: BTreeSet<usize> = self
+            .devices
+            .iter()
+            .filter_map(|d| d.options.threads.map(NonZeroUsize::get))
+            .collect();
+        if threads.len() > 1 {
+            return Err(err(
+                "threads",
+                "",
+                format!(
+                    "devices[].options.threads: all devices share one CPU thread pool; got \
+                     different values {threads:?}"
+                ),
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(err("models", "", "models: the list is empty".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let bad_char = m
+                .name
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+            if m.name.is_empty() || bad_char.is_some() {
+                return Err(err(
+                    "name",
+                    &m.name,
+                    format!(
+                        "models[{i}].name: \"{}\" is not a valid model name (use letters, digits, \
+                         '-' and '_')",
+                        m.name
+                    ),
+                ));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(err(
+                    "name",
+                    &m.name,
+                    format!("models[{i}].name: model \"{}\" is defined twice", m.name),
+                ));
+            }
+            if let Some(dev) = &m.device {
+                if self.device(dev).is_none() {
+                    let known: Vec<&str> = self.devices.iter().map(|d| d.name.as_str()).collect();
+                    return Err(err(
+                        "device",
+                        dev,
+                        format!(
+                            "models[{i}].device: no device named \"{dev}\" in devices (defined: \
+                             {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+            let dir = self.dir().join(&m.model_id);
+            if !dir.is_dir() {
+                let raw = m.model_id.display().to_string();
+                return Err(err(
+                    "model_id",
+                    &raw,
+                    format!("models[{i}].model_id: {} is not a directory", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line and column of the value of the first `key: value` line in `text` (any
+/// value when `value` is empty); (1, 1) when not found.
+fn locate(text: &str, key: &str, value: &str) -> (usize, usize) {
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start().trim_start_matches("- ").trim_start();
+        let Some(rest) = body.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
+            continue;
+        };
+        let v = rest.trim();
+        let v = v.split(" #").next().unwrap_or(v).trim();
+        let v = v.trim_matches(|c| c == '"' || c == '\'');
+        if value.is_empty() || v == value {
+            let col = line.len() - rest.trim_start().len() + 1;
+            return (n + 1, col);
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in(text: &str) -> (tempfile::TempDir, Result<Manifest, ManifestError>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vae")).unwrap();
+        let m = Manifest::parse(text, &dir.path().join("m.yaml"));
+        (dir, m)
+    }
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        parse_in(text).1
+    }
+
+    fn error(text: &str) -> ManifestError {
+        let e = parse(text).unwrap_err();
+        assert!(e.to_string().contains("m.yaml:"), "{e}");
+        e
+    }
+
+    const GOOD: &str = "devices:\n  - name: npu0\n    plugin: rbln-npu\n    ids: [0]\n    \
+                        options: {threads: 2}\nmodels:\n  - name: vae\n    model_id: vae\n    \
+                        export: auto\n    device: npu0\n    rbln_config: {batch_size: 4}\n    \
+                        serving: {instances: 2, max_queue_size: 8}\n";
+
+    #[test]
+    fn a_good_manifest_parses_with_defaults() {
+        let (_dir, m) = parse_in(GOOD);
+        let m = m.unwrap();
+        assert_eq!(m.models[0].export.export(), Export::Auto);
+        assert!(m.models[0].model_id.ends_with("vae"));
+        assert!(m.models[0].model_id.is_dir());
+        assert_eq!(m.models[0].serving.instances.get(), 2);
+        assert_eq!(m.models[0].serving.max_queue_delay_us, 1000);
+        assert_eq!(m.models[0].rbln_config["batch_size"], 4);
+        assert_eq!(m.threads(), Some(2));
+    }
+
+    #[test]
+    fn unknown_field_names_the_field_and_its_place() {
+        let e = error("models:\n  - name: vae\n    model_id: vae\n    batchsize: 4\n");
+        assert_eq!((e.line, e.column), (4, 5), "{e}");
+        assert!(e.message.contains("unknown field `batchsize`"), "{e}");
+        assert!(e.message.contains("models[0]"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_field() {
+        let e = error("models:\n  - name: vae\n    model_id: vae\n    export: maybe\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("models[0].export"), "{e}");
+        let e =
+            error("models:\n  - name: vae\n    model_id: vae\n    serving:\n      instances: 0\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("instances"), "{e}");
+        let e = error("models:\n  - name: vae\n    model_id: vae\n    rbln_config: 3\n");
+        assert!(e.message.contains("rbln_config"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_field_is_an_error() {
+        let e = error("models:\n  - name: vae\n");
+        assert!(e.message.contains("missing field `model_id`"), "{e}");
+        let e = error("devices: []\n");
+        assert!(e.message.contains("missing field `models`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_device_reference_points_at_it() {
+        let e = error("models:\n  - name: vae\n    model_id: vae\n    device: npu9\n");
+        assert_eq!((e.line, e.column), (4, 13), "{e}");
+        assert!(e.message.contains("models[0].device"), "{e}");
+        assert!(e.message.contains("npu9"), "{e}");
+    }
+
+    #[test]
+    fn missing_model_dir_and_duplicate_names_are_errors() {
+        let e = error("models:\n  - name: vae\n    model_id: nowhere\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("models[0].model_id"), "{e}");
+        let e = error("models:\n  - name: a\n    model_id: vae\n  - name: a\n    model_id: vae\n");
+        assert!(e.message.contains("defined twice"), "{e}");
+        let e = error("models:\n  - name: a.b\n    model_id: vae\n");
+        assert!(e.message.contains("models[0].name"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unreadable_files_name_the_file() {
+        let e = error("models: [\n");
+        assert!(e.line >= 1, "{e}");
+        let e = Manifest::load(Path::new("/nonexistent/m.yaml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/m.yaml"), "{e}");
+    }
+}

@@ -1,0 +1,86 @@
+//! The one place where serving errors become HTTP statuses and `{"error": "..."}` bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    /// The request is malformed or does not fit the model (name, shape, datatype, size).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No such model or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The server or model is not ready (loading, or shutting down).
+    #[error("{0}")]
+    NotReady(String),
+    /// The model's queue is full.
+    #[error("{0}")]
+    QueueFull(String),
+    /// The request's timeout expired while it was queued.
+    #[error("request timeout expired while queued ({0} us)")]
+    Timeout(u64),
+    /// Something failed inside the server or a plugin; the message is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::NotReady(_) | ServeError::QueueFull(_) | ServeError::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The failure reason in metrics (Triton's vocabulary where it has one).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ServeError::InvalidInput(_) => "INVALID",
+            ServeError::NotFound(_) => "NOT_FOUND",
+            ServeError::NotReady(_) | ServeError::QueueFull(_) => "REJECTED",
+            ServeError::Timeout(_) => "TIMEOUT",
+            ServeError::Internal(_) => "BACKEND",
+        }
+    }
+
+    /// What the client is told.
+    pub fn public_message(&self) -> String {
+        match self {
+            ServeError::Internal(_) => "internal error while running the model".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        if let ServeError::Internal(m) = &self {
+            tracing::error!("internal error: {m}");
+        }
+        let body = serde_json::json!({ "error": self.public_message() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_say_nothing_internal() {
+        let e = ServeError::Internal("/secret/path: plugin panicked".into());
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.public_message().contains("secret"));
+        assert_eq!(ServeError::QueueFull("x".into()).status().as_u16(), 503);
+        assert_eq!(ServeError::InvalidInput("x".into()).status().as_u16(), 400);
+        assert_eq!(ServeError::NotFound("x".into()).status().as_u16(), 404);
+    }
+}
