@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use plugin_api::{ErrorKind, PluginError};
 use std::path::{Path, PathBuf};
 
+pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod plugins;
@@ -44,6 +45,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show a compiled model's rbln_config.json and a summary of each compiled artifact.
     Inspect(inspect::InspectArgs),
+    /// Time one method: load once, run N times on seeded random inputs.
+    Bench(bench::BenchArgs),
+    /// Serve models over the Open Inference Protocol v2 (KServe v2 / Triton HTTP).
+    Serve(serve::ServeArgs),
 }
 
 /// Which model class, compiler and device to use.
@@ -77,6 +82,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compile(args) => compile::run(&registry, &args),
         Command::Run(args) => run::run(&registry, &args),
         Command::Inspect(args) => inspect::run(&registry, &args),
+        Command::Bench(args) => bench::run(&registry, &args),
+        Command::Serve(args) => serve::run(&cli.plugin_dirs, &args),
     }
 }
 
