@@ -1,0 +1,385 @@
+//! `mlhost serve` over a real loopback socket: every endpoint, JSON and binary tensors against
+//! the sd_like fixture, each error class, dynamic batching, timeouts, overload, model
+//! repositories and graceful shutdown.
+
+mod serve_support;
+
+use serde_json::json;
+use serve_support::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn endpoints_and_fixture_outputs() {
+    let s = start_fixture("{max_queue_delay_us: 0}");
+    assert_eq!(s.get("/v2/health/live").status, 200);
+    assert_eq!(s.get("/v2/health/ready").status, 200);
+    let meta = s.get("/v2").json();
+    assert_eq!(meta["name"], "mlhost");
+    assert!(meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("binary_tensor_data")));
+
+    let m = s.get("/v2/models/vae.decode").json();
+    assert_eq!(
+        m["inputs"][0],
+        json!({"name": "z", "datatype": "FP32", "shape": [-1, 4, 8, 8]})
+    );
+    assert_eq!(m["outputs"][0]["shape"], json!([-1, 3, 32, 32]));
+    let m = s.get("/v2/models/vae.encode/versions/1").json();
+    assert_eq!(m["inputs"][0]["name"], "x");
+    let names: Vec<&str> = m["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mean", "logvar"]);
+    assert_eq!(s.get("/v2/models/vae.decode/ready").status, 200);
+    assert_eq!(s.get("/v2/models/vae.decode/versions/1/ready").status, 200);
+
+    let (zs, z) = fixture("z");
+    let (_, sample) = fixture("sample");
+    let (xs, x) = fixture("x");
+    let (_, mean) = fixture("mean");
+    let (_, logvar) = fixture("logvar");
+
+    // Decode: flat JSON, nested JSON and binary agree with the fixture and with each other.
+    let flat = outputs(&s.infer_json(
+        "vae.decode",
+        &json!({"id": "r1", "inputs": [json_input("z", &zs, &z)]}),
+    ));
+    assert_eq!(flat["sample"].0, [1, 3, 32, 32]);
+    assert_close("decode JSON", &flat["sample"].1, &sample);
+    let nested: Vec<Vec<f32>> = z.chunks(8).map(<[f32]>::to_vec).collect();
+    let r = s.infer_json(
+        "vae.decode",
+        &json!({"inputs": [{"name": "z", "shape": zs, "datatype": "FP32", "data": nested}]}),
+    );
+    assert_eq!(outputs(&r)["sample"].1, flat["sample"].1);
+    let (headers, body) = binary_request("z", &zs, &z);
+    let bin = s.post("/v2/models/vae.decode/versions/1/infer", &headers, &body);
+    assert!(bin.headers.contains_key("inference-header-content-length"));
+    assert_eq!(
+        outputs(&bin)["sample"].1,
+        flat["sample"].1,
+        "binary == JSON"
+    );
+
+    // Encode, and requested outputs are honoured (JSON for one, binary for another).
+    let (headers, body) = binary_request("x", &xs, &x);
+    let enc = outputs(&s.post("/v2/models/vae.encode/infer", &headers, &body));
+    assert_close("mean", &enc["mean"].1, &mean);
+    assert_close("logvar", &enc["logvar"].1, &logvar);
+    let only = s.infer_json(
+        "vae.encode",
+        &json!({"inputs": [json_input("x", &xs, &x)], "outputs": [{"name": "logvar"}]}),
+    );
+    let only = outputs(&only);
+    assert_eq!(only.keys().collect::<Vec<_>>(), ["logvar"]);
+    assert_eq!(only["logvar"].1, enc["logvar"].1);
+
+    // A request larger than the compiled batch (4) is split, and every item is right.
+    let z6: Vec<f32> = z.iter().cycle().take(z.len() * 6).copied().collect();
+    let six = outputs(&s.infer_json(
+        "vae.decode",
+        &json!({"inputs": [json_input("z", &[6, 4, 8, 8], &z6)]}),
+    ));
+    assert_eq!(six["sample"].0, [6, 3, 32, 32]);
+    for item in six["sample"].1.chunks(sample.len()) {
+        assert_eq!(item, &flat["sample"].1[..]);
+    }
+
+    let text = String::from_utf8(s.get("/metrics").body).unwrap();
+    for family in [
+        "inference_request_success",
+        "inference_request_failure",
+        "inference_count",
+        "inference_exec_count",
+        "inference_pending_request_count",
+        "inference_queue_duration_us",
+        "inference_compute_infer_duration_us",
+        "inference_batch_executions",
+    ] {
+        assert!(
+            text.contains(&format!("mlhost_{family}{{model=\"vae.decode\"")),
+            "{family}: {text}"
+        );
+    }
+    assert_eq!(s.metric("inference_count", "vae.decode", ""), Some(9.0));
+}
+
+#[test]
+fn each_error_class_has_its_status_and_a_json_error() {
+    let s = start_fixture("{max_queue_delay_us: 0}");
+    let (zs, z) = fixture("z");
+    let expect = |r: Reply, status: u16, needle: &str| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let msg = r.json()["error"]
+            .as_str()
+            .expect("an error string")
+            .to_string();
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    };
+    let req = |input: serde_json::Value| json!({"inputs": [input]});
+    expect(
+        s.infer_json("vae.decode", &req(json_input("x", &zs, &z))),
+        400,
+        "`x`",
+    );
+    expect(
+        s.infer_json(
+            "vae.decode",
+            &req(json_input("z", &[1, 4, 8, 4], &z[..128])),
+        ),
+        400,
+        "shape",
+    );
+    expect(
+        s.infer_json("vae.decode", &req(json_input("z", &zs, &z[1..]))),
+        400,
+        "elements",
+    );
+    let mut fp64 = json_input("z", &zs, &z);
+    fp64["datatype"] = json!("FP64");
+    expect(s.infer_json("vae.decode", &req(fp64)), 400, "FP64");
+    expect(
+        s.post("/v2/models/vae.decode/infer", &[], b"{not json"),
+        400,
+        "JSON",
+    );
+    let (headers, mut body) = binary_request("z", &zs, &z);
+    body.truncate(body.len() - 4);
+    expect(
+        s.post("/v2/models/vae.decode/infer", &headers, &body),
+        400,
+        "binary",
+    );
+    expect(
+        s.infer_json(
+            "vae.decode",
+            &json!({"inputs": [json_input("z", &zs, &z)], "outputs": [{"name": "mean"}]}),
+        ),
+        400,
+        "`mean`",
+    );
+    expect(
+        s.infer_json("vae.blur", &req(json_input("z", &zs, &z))),
+        404,
+        "vae.blur",
+    );
+    expect(s.get("/v2/models/nope"), 404, "nope");
+    expect(s.get("/v2/models/vae.decode/versions/7"), 404, "version");
+    expect(s.get("/v2/models/nope/ready"), 404, "nope");
+    expect(s.get("/v2/no/such/route"), 404, "endpoint");
+    assert_eq!(
+        s.metric(
+            "inference_request_failure",
+            "vae.decode",
+            ",reason=\"INVALID\""
+        ),
+        Some(7.0)
+    );
+}
+
+#[test]
+fn concurrent_requests_are_batched_and_timeouts_expire_in_the_queue() {
+    let s = start_fixture("{max_queue_delay_us: 300000, max_queue_size: 16}");
+    let (zs, z) = fixture("z");
+    let inputs: Vec<Vec<f32>> = (0..8)
+        .map(|i| z.iter().map(|v| v * (1.0 + 0.1 * i as f32)).collect())
+        .collect();
+    let batched: Vec<Vec<f32>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = inputs
+            .iter()
+            .map(|input| {
+                let s = &s;
+                let zs = &zs;
+                sc.spawn(move || {
+                    outputs(&s.infer_json(
+                        "vae.decode",
+                        &json!({"inputs": [json_input("z", zs, input)]}),
+                    ))["sample"]
+                        .1
+                        .clone()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut bigger = 0.0;
+    for size in 2..=4 {
+        bigger += s
+            .metric(
+                "inference_batch_executions",
+                "vae.decode",
+                &format!(",batch_size=\"{size}\""),
+            )
+            .unwrap_or(0.0);
+    }
+    assert!(bigger > 0.0, "some execution held more than one request");
+    let execs = s.metric("inference_exec_count", "vae.decode", "").unwrap();
+    assert!(execs < 8.0, "8 requests ran in {execs} executions");
+    for (input, got) in inputs.iter().zip(&batched) {
+        let alone = outputs(&s.infer_json(
+            "vae.decode",
+            &json!({"inputs": [json_input("z", &zs, input)]}),
+        ));
+        assert_eq!(
+            got, &alone["sample"].1,
+            "a batched result equals the unbatched one"
+        );
+    }
+
+    // A 1 ms timeout expires while the request waits 300 ms for companions.
+    let started = Instant::now();
+    let r = s.infer_json(
+        "vae.decode",
+        &json!({"parameters": {"timeout": 1000}, "inputs": [json_input("z", &zs, &z)]}),
+    );
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("timeout"));
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "refused before the batch delay"
+    );
+    assert_eq!(
+        s.metric(
+            "inference_request_failure",
+            "vae.decode",
+            ",reason=\"TIMEOUT\""
+        ),
+        Some(1.0)
+    );
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn overload_gets_503_at_once_and_the_server_stays_live() {
+    let s = start_fixture("{max_queue_delay_us: 0, max_queue_size: 4}");
+    let (xs, x) = fixture("x");
+    let before = rss_kib(s.child.id());
+    let codes: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, xs, x) = (&s, &xs, &x);
+                sc.spawn(move || {
+                    (0..3)
+                        .map(|_| {
+                            s.infer_json("vae.encode", &json!({"inputs": [json_input("x", xs, x)]}))
+                                .status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(codes.len(), 48, "no request lost");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert!(codes.contains(&200), "{codes:?}");
+    assert!(
+        codes.contains(&503),
+        "16 clients overflow a queue of 4: {codes:?}"
+    );
+    let ok = codes.iter().filter(|c| **c == 200).count() as f64;
+    assert_eq!(
+        s.metric("inference_request_success", "vae.encode", ""),
+        Some(ok)
+    );
+    assert_eq!(s.get("/v2/health/live").status, 200);
+    assert_eq!(s.get("/v2/health/ready").status, 200);
+    assert_eq!(
+        s.metric("inference_pending_request_count", "vae.encode", ""),
+        Some(0.0)
+    );
+    if let (Some(a), Some(b)) = (before, rss_kib(s.child.id())) {
+        assert!(b < a + 256 * 1024, "RSS grew from {a} KiB to {b} KiB");
+    }
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_exits_0() {
+    let mut s = start_fixture("{max_queue_delay_us: 500000}");
+    let (zs, z) = fixture("z");
+    let codes = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, zs, z) = (&s, &zs, &z);
+                sc.spawn(move || {
+                    s.infer_json("vae.decode", &json!({"inputs": [json_input("z", zs, z)]}))
+                        .status
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u16>>()
+    });
+    assert_eq!(codes, [200, 200, 200]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let lines = s.lines_so_far();
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn model_repository_serves_compiled_dirs_and_reports_broken_ones() {
+    let repo = TempDir::new("repo");
+    let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
+    let out = run(mlhost()
+        .args(["compile"])
+        .arg(fixture_dir())
+        .arg("-o")
+        .arg(repo.path().join("tiny"))
+        .args(["--sample-size", "32", "--batch-size", "2", "--plugin-dir"])
+        .arg(plugins.path()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::create_dir(repo.path().join("broken")).unwrap();
+    let repo_path = repo.path().to_str().unwrap().to_string();
+    let s = start(&["--model-repository", &repo_path], vec![repo, plugins]);
+    let m = s.get("/v2/models/tiny.decode").json();
+    assert_eq!(m["inputs"][0]["shape"], json!([-1, 4, 8, 8]));
+    assert_eq!(
+        s.get("/v2/models/tiny.encode").status,
+        404,
+        "compiled decoder-only"
+    );
+    let (zs, z) = fixture("z");
+    let (_, sample) = fixture("sample");
+    let got = outputs(&s.infer_json(
+        "tiny.decode",
+        &json!({"inputs": [json_input("z", &zs, &z)]}),
+    ));
+    assert_close("repository decode", &got["sample"].1, &sample);
+    let text = s.startup.join("\n");
+    assert!(
+        text.contains("skipping") && text.contains("broken"),
+        "{text}"
+    );
+}
