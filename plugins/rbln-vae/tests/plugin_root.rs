@@ -5,14 +5,19 @@ use plugin_api::PluginRootRef;
 
 #[test]
 fn cdylib_exports_the_root_module() {
-    // target/<profile>/deps/plugin_root-<hash> -> target/<profile>/librbln_vae.so
+    // cargo builds the cdylib beside this test executable (target/<profile>/deps/); only a
+    // top-level `cargo build` also copies it up to target/<profile>/.
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(format!(
+    let deps = exe.parent().unwrap();
+    let name = format!(
         "{}rbln_vae{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
-    ));
+    );
+    let path = [deps.join(&name), deps.parent().unwrap().join(&name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} was not built next to {}", deps.display()));
     let root = lib_header_from_path(&path)
         .and_then(|h| h.init_root_module::<PluginRootRef>())
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
