@@ -11,6 +11,7 @@ pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod plugins;
+pub mod roundtrip;
 pub mod run;
 pub mod serve;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show a compiled model's rbln_config.json and a summary of each compiled artifact.
     Inspect(inspect::InspectArgs),
+    /// Round-trip a PNG through encode -> mode (mean) -> decode; write it and print the PSNR.
+    Roundtrip(roundtrip::RoundtripArgs),
     /// Time one method: load once, run N times on seeded random inputs.
     Bench(bench::BenchArgs),
     /// Serve models over the Open Inference Protocol v2 (KServe v2 / Triton HTTP).
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compile(args) => compile::run(&registry, &args),
         Command::Run(args) => run::run(&registry, &args),
         Command::Inspect(args) => inspect::run(&registry, &args),
+        Command::Roundtrip(args) => roundtrip::run(&registry, &args),
         Command::Bench(args) => bench::run(&registry, &args),
         Command::Serve(args) => serve::run(&cli.plugin_dirs, &args),
     }
