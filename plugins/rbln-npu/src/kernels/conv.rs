@@ -43,8 +43,68 @@ struct Im2col<'a> {
     ow: usize,
 }
 
+impl Im2col<'_> {
+    /// Panel whose columns all lie in one output row: for each (ci, ky, kx) the source is one
+    /// input row, contiguous when the stride is 1.
+    fn pack_one_row(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
+        let [_, _, h, w] = self.g.input;
+        let [kh, kw] = self.g.kernel;
+        let [sh, sw] = self.g.stride;
+        let (pt, pl) = (self.g.padding[0] as isize, self.g.padding[1] as isize);
+        let (oy, ox0) = (j0 / self.ow, j0 % self.ow);
+        let (mut ci, mut ky, mut kx) = (k0 / (kh * kw), k0 / kw % kh, k0 % kw);
+        for kk in 0..kc {
+            let row = &mut dst[kk * NR..(kk + 1) * NR];
+            let iy = (oy * sh) as isize + ky as isize - pt;
+            if iy < 0 || iy >= h as isize {
+                row.fill(0.0);
+            } else {
+                let line = &self.x[(ci * h + iy as usize) * w..][..w];
+                let ix0 = (ox0 * sw) as isize + kx as isize - pl;
+                if sw == 1 {
+                    // Columns jj with 0 <= ix0 + jj < w read line[ix0 + jj]; the rest are padding.
+                    let lo = (-ix0).clamp(0, width as isize) as usize;
+                    let hi = (w as isize - ix0).clamp(lo as isize, width as isize) as usize;
+                    let src = (ix0 + lo as isize) as usize;
+                    if lo == 0 && hi == NR {
+                        // The common interior case: a fixed-size copy the compiler inlines.
+                        let full: &mut [f32; NR] = row.try_into().expect("panel rows are NR wide");
+                        full.copy_from_slice(&line[src..src + NR]);
+                    } else {
+                        row[..lo].fill(0.0);
+                        row[lo..hi].copy_from_slice(&line[src..src + (hi - lo)]);
+                        row[hi..].fill(0.0);
+                    }
+                } else {
+                    for (jj, r) in row[..width].iter_mut().enumerate() {
+                        let ix = ix0 + (jj * sw) as isize;
+                        *r = if ix >= 0 && (ix as usize) < w {
+                            line[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                    row[width..].fill(0.0);
+                }
+            }
+            kx += 1;
+            if kx == kw {
+                kx = 0;
+                ky += 1;
+                if ky == kh {
+                    ky = 0;
+                    ci += 1;
+                }
+            }
+        }
+    }
+}
+
 impl BSource for Im2col<'_> {
     fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
+        if j0 % self.ow + width <= self.ow {
+            return self.pack_one_row(k0, kc, j0, width, dst);
+        }
         let [_, _, h, w] = self.g.input;
         let [kh, kw] = self.g.kernel;
         let mut iy0 = [0isize; NR];
@@ -54,11 +114,9 @@ impl BSource for Im2col<'_> {
             iy0[jj] = ((p / self.ow) * self.g.stride[0]) as isize - self.g.padding[0] as isize;
             ix0[jj] = ((p % self.ow) * self.g.stride[1]) as isize - self.g.padding[1] as isize;
         }
+        let (mut ci, mut ky, mut kx) =
+            (k0 / (kh * kw), (k0 / kw % kh) as isize, (k0 % kw) as isize);
         for kk in 0..kc {
-            let kidx = k0 + kk;
-            let ci = kidx / (kh * kw);
-            let ky = (kidx / kw % kh) as isize;
-            let kx = (kidx % kw) as isize;
             let plane = &self.x[ci * h * w..(ci + 1) * h * w];
             let row = &mut dst[kk * NR..(kk + 1) * NR];
             for jj in 0..width {
@@ -70,6 +128,15 @@ impl BSource for Im2col<'_> {
                 };
             }
             row[width..].fill(0.0);
+            kx += 1;
+            if kx == kw as isize {
+                kx = 0;
+                ky += 1;
+                if ky == kh as isize {
+                    ky = 0;
+                    ci += 1;
+                }
+            }
         }
     }
 }

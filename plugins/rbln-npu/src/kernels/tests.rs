@@ -27,6 +27,12 @@ fn conv_matches_reference_on_odd_shapes() {
         ([1, 7, 9, 4], 13, [1, 1], [1, 1], [0, 0, 0, 0]),
         ([1, 5, 6, 6], 3, [2, 3], [1, 2], [2, 0, 1, 3]),
         ([1, 40, 11, 13], 20, [3, 3], [1, 1], [1, 1, 1, 1]),
+        // Output rows of 32 / 20 / 19 columns: panels within one row (the contiguous-copy
+        // path, including left/right padding) and panels spanning two rows.
+        ([1, 6, 18, 32], 7, [3, 3], [1, 1], [1, 1, 1, 1]),
+        ([1, 4, 20, 40], 5, [3, 3], [2, 2], [0, 0, 1, 1]),
+        ([2, 3, 17, 19], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
+        ([1, 2, 9, 34], 3, [3, 3], [1, 1], [0, 2, 1, 0]),
     ];
     for (input, c_out, kernel, stride, padding) in cases {
         let g = ConvGeom {
