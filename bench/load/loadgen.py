@@ -53,20 +53,26 @@ def run_level(args, concurrency, body, headers):
     deadline = time.monotonic() + args.seconds
 
     def worker():
-        conn = http.client.HTTPConnection(args.host, args.port, timeout=120)
+        conn = http.client.HTTPConnection(args.host, args.port, timeout=args.client_timeout)
         while True:
             with lock:
                 if issued[0] >= args.requests or time.monotonic() >= deadline:
                     break
                 issued[0] += 1
             start = time.perf_counter()
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException) as e:
+                status = type(e).__name__
+                conn.close()
+                conn = http.client.HTTPConnection(args.host, args.port, timeout=args.client_timeout)
             elapsed = time.perf_counter() - start
             with lock:
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                if resp.status == 200:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
                     latencies.append(elapsed)
         conn.close()
 
@@ -102,6 +108,7 @@ def main():
     p.add_argument("--seconds", type=float, default=30.0, help="per level, at most")
     p.add_argument("--batch", type=int, default=1, help="items per request")
     p.add_argument("--warmup", type=int, default=2, help="requests before measuring")
+    p.add_argument("--client-timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--json", action="store_true", help="JSON tensors instead of binary")
     args = p.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -264,11 +264,13 @@ fn overload_gets_503_at_once_and_the_server_stays_live() {
     let s = start_fixture("{max_queue_delay_us: 0, max_queue_size: 4}");
     let (xs, x) = fixture("x");
     let before = rss_kib(s.child.id());
+    let barrier = std::sync::Barrier::new(16);
     let codes: Vec<u16> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..16)
             .map(|_| {
-                let (s, xs, x) = (&s, &xs, &x);
+                let (s, xs, x, barrier) = (&s, &xs, &x, &barrier);
                 sc.spawn(move || {
+                    barrier.wait();
                     (0..3)
                         .map(|_| {
                             s.infer_json("vae.encode", &json!({"inputs": [json_input("x", xs, x)]}))
@@ -382,4 +384,24 @@ fn model_repository_serves_compiled_dirs_and_reports_broken_ones() {
         text.contains("skipping") && text.contains("broken"),
         "{text}"
     );
+}
+
+#[test]
+fn the_shipped_default_manifest_serves_the_embedded_model() {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/vae-default.yaml");
+    let s = start(&[manifest.to_str().unwrap()], Vec::new());
+    let m = s.get("/v2/models/vae.decode").json();
+    let shape: Vec<usize> = m["inputs"][0]["shape"].as_array().unwrap()[1..]
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let mut full = vec![2];
+    full.extend(&shape);
+    let z = vec![0.25f32; full.iter().product()];
+    let (headers, body) = binary_request("z", &full, &z);
+    let out = outputs(&s.post("/v2/models/vae.decode/infer", &headers, &body));
+    assert_eq!(out["sample"].0[0], 2);
+    assert!(out["sample"].1.iter().all(|v| v.is_finite()));
+    assert_eq!(s.get("/v2/models/vae.encode/ready").status, 200);
 }
