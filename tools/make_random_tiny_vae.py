@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Writes the embedded default model (models/default/) and the demo picture (examples/input.png).
+"""Writes a tiny random-weight VAE (bench/out/random-tiny-vae/) and the demo picture
+(examples/input.png).
 
 Usage, from the repository root (CPU, a few seconds):
 
     pip install -r tests/fixtures/requirements.txt
-    python3 models/make_default.py
+    python3 tools/make_random_tiny_vae.py
 
 The model is a tiny SD-like diffusers AutoencoderKL with RANDOM (untrained) weights: 3 channels,
 latent 4, block_out_channels [16, 32, 32] (vae_scale_factor 4), layers_per_block 1, 8 groups,
-mid attention, sample_size 64, float32, about 1 MB. It stands in until a trained demo model ships.
+mid attention, sample_size 64, float32, about 1 MB: the first embedded default, kept for quick
+experiments; the shipped default is now the trained model in models/default/.
 The picture is drawn procedurally (gradients and shapes), nothing is downloaded. Both outputs are
 deterministic: running the script twice gives identical files.
 """
@@ -21,7 +23,9 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL_DIR = os.path.join(ROOT, "models", "default")
+# The trained demo model now lives in models/default (tools/train_demo_vae/); this random one
+# goes to a scratch directory so it can never overwrite it.
+MODEL_DIR = os.path.join(ROOT, "bench", "out", "random-tiny-vae")
 IMAGE_PATH = os.path.join(ROOT, "examples", "input.png")
 SEED = 2024
 SIZE = 64
