@@ -4,15 +4,14 @@
 //! The model directory is a compiled model with the encoder (`--uses-encoder`) or a diffusers
 //! directory, compiled on the fly for the image's size with `uses_encoder = true`.
 
-use super::run::{kwargs_for_input, read_dir_config, Method};
+use super::run::{choose_class, kwargs_for_input, read_dir_config, Method};
 use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
 use crate::io::{self, Format};
 use crate::plugins::PluginRegistry;
-use crate::progress::BarProgress;
 use anyhow::Context;
 use clap::Args;
 use plugin_api::tensor::shape_str;
-use plugin_api::{Export, ModelBox, NamedTensor, Tensor};
+use plugin_api::{ModelBox, NamedTensor, Tensor};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -153,47 +152,7 @@ fn load_model(
         );
         kwargs_for_input(Method::Encode, shape, &read_dir_config(&args.model_dir)?)
     };
-    let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
-    let device = registry.select_device(args.backend.device.as_deref())?;
-    let progress = BarProgress::stderr();
-    let model = plugin(class.from_pretrained(
-        dir.into(),
-        Export::Auto,
-        "{}".into(),
-        Value::Object(kwargs).to_string().as_str().into(),
-        registry.backend(&compiler, &device)?,
-        &progress.to_box(),
-    ))
-    .with_context(|| {
-        if compiled {
-            format!("loading compiled {class_name} from {dir}")
-        } else {
-            format!("compiling {dir} as {class_name}")
-        }
-    })?;
-    progress.finish();
-    Ok(model)
-}
-
-/// `--class`, else the class that recognizes `dir` as compiled, else the only one loaded.
-fn choose_class(
-    registry: &PluginRegistry,
-    backend: &BackendArgs,
-    dir: &str,
-) -> anyhow::Result<String> {
-    if let Some(name) = &backend.class {
-        return Ok(registry.select_model_class(Some(name))?);
-    }
-    let recognizing: Vec<&String> = registry
-        .model_classes
-        .iter()
-        .filter(|(_, p)| p.item.is_compiled_dir(dir.into()))
-        .map(|(name, _)| name)
-        .collect();
-    match recognizing[..] {
-        [one] => Ok(one.clone()),
-        _ => Ok(registry.select_model_class(None)?),
-    }
+    super::run::load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)
 }
 
 /// A compiled directory without the encoder cannot round-trip: say so before loading it.

@@ -8,7 +8,7 @@ use crate::progress::BarProgress;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use plugin_api::tensor::shape_str;
-use plugin_api::{Export, NamedTensor, Tensor};
+use plugin_api::{Export, ModelBox, NamedTensor, Tensor};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -179,7 +179,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         .into());
     }
 
-    let class_name = choose_class(registry, args)?;
+    let class_name = choose_class(registry, &args.backend, path_str(&args.model_dir)?)?;
     let class = registry.model_class(&class_name)?;
     let dir = path_str(&args.model_dir)?;
     let compiled = class.is_compiled_dir(dir.into());
@@ -195,25 +195,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         kwargs_for_input(method, &shape, &config)
     };
 
-    let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
-    let device = registry.select_device(args.backend.device.as_deref())?;
-    let progress = BarProgress::stderr();
-    let model = plugin(class.from_pretrained(
-        dir.into(),
-        Export::Auto,
-        "{}".into(),
-        Value::Object(kwargs).to_string().as_str().into(),
-        registry.backend(&compiler, &device)?,
-        &progress.to_box(),
-    ))
-    .with_context(|| {
-        if compiled {
-            format!("loading compiled {class_name} from {dir}")
-        } else {
-            format!("compiling {dir} as {class_name}")
-        }
-    })?;
-    progress.finish();
+    let model = load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)?;
 
     let options = match args.seed {
         Some(seed) => json!({ "seed": seed }),
@@ -246,13 +228,16 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The class to use: `--class`, else the one that recognizes the directory as compiled, else
-/// the only one loaded.
-fn choose_class(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<String> {
-    if let Some(name) = &args.backend.class {
+/// The class to use: `--class`, else the one that recognizes `dir` as compiled, else the only
+/// one loaded.
+pub(crate) fn choose_class(
+    registry: &PluginRegistry,
+    backend: &BackendArgs,
+    dir: &str,
+) -> anyhow::Result<String> {
+    if let Some(name) = &backend.class {
         return Ok(registry.select_model_class(Some(name))?);
     }
-    let dir = path_str(&args.model_dir)?;
     let recognizing: Vec<&String> = registry
         .model_classes
         .iter()
@@ -263,6 +248,39 @@ fn choose_class(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<Str
         [one] => Ok(one.clone()),
         _ => Ok(registry.select_model_class(None)?),
     }
+}
+
+/// `from_pretrained(export=auto)` of `dir` as `class_name` with `kwargs` as rbln_* overrides,
+/// showing progress; `compiled` only shapes the error context.
+pub(crate) fn load_model(
+    registry: &PluginRegistry,
+    backend: &BackendArgs,
+    class_name: &str,
+    dir: &str,
+    compiled: bool,
+    kwargs: Map<String, Value>,
+) -> anyhow::Result<ModelBox> {
+    let class = registry.model_class(class_name)?;
+    let compiler = registry.select_compiler(backend.compiler.as_deref())?;
+    let device = registry.select_device(backend.device.as_deref())?;
+    let progress = BarProgress::stderr();
+    let model = plugin(class.from_pretrained(
+        dir.into(),
+        Export::Auto,
+        "{}".into(),
+        Value::Object(kwargs).to_string().as_str().into(),
+        registry.backend(&compiler, &device)?,
+        &progress.to_box(),
+    ))
+    .with_context(|| {
+        if compiled {
+            format!("loading compiled {class_name} from {dir}")
+        } else {
+            format!("compiling {dir} as {class_name}")
+        }
+    })?;
+    progress.finish();
+    Ok(model)
 }
 
 /// The decoded image among the outputs: `sample`, or the only output.
