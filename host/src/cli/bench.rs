@@ -2,16 +2,15 @@
 //! report min / median / max seconds and peak memory, in the spirit of trtexec and
 //! OpenVINO's benchmark_app.
 
-use super::run::Method;
+use super::run::{choose_class, load_model, Method};
 use super::{plugin, BackendArgs, UsageError};
 use crate::plugins::PluginRegistry;
-use crate::progress::BarProgress;
 use anyhow::Context;
 use clap::Args;
-use plugin_api::{Export, NamedTensor, Tensor};
+use plugin_api::{NamedTensor, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -98,27 +97,16 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
     if !args.model_dir.is_dir() {
         return Err(UsageError(format!("model directory {dir} does not exist")).into());
     }
-    let class_name = registry.select_model_class(args.backend.class.as_deref())?;
-    let class = registry.model_class(&class_name)?;
-    let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
-    let device = registry.select_device(args.backend.device.as_deref())?;
-    let kwargs = if args.method == Method::Encode && !class.is_compiled_dir(dir.into()) {
-        json!({"uses_encoder": true})
-    } else {
-        json!({})
-    };
+    let class_name = choose_class(registry, &args.backend, dir)?;
+    let compiled = registry
+        .model_class(&class_name)?
+        .is_compiled_dir(dir.into());
+    let mut kwargs = Map::new();
+    if args.method == Method::Encode && !compiled {
+        kwargs.insert("uses_encoder".into(), Value::Bool(true));
+    }
     let load_start = Instant::now();
-    let progress = BarProgress::stderr();
-    let model = plugin(class.from_pretrained(
-        dir.into(),
-        Export::Auto,
-        "{}".into(),
-        kwargs.to_string().as_str().into(),
-        registry.backend(&compiler, &device)?,
-        &progress.to_box(),
-    ))
-    .with_context(|| format!("loading {dir} as {class_name}"))?;
-    progress.finish();
+    let model = load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)?;
     let load_s = load_start.elapsed().as_secs_f64();
 
     let name = args.method.name();
