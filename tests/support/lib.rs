@@ -162,6 +162,11 @@ pub fn fixture_rbln_config(name: &str) -> serde_json::Value {
 /// Largest absolute difference, and the tolerance the issue sets:
 /// `1e-4 * max(1, max|ref|)`.
 pub fn max_diff(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
+    max_diff_rel(ours, reference, 1e-4)
+}
+
+/// Largest absolute difference, and the tolerance `rel * max(1, max|ref|)`.
+pub fn max_diff_rel(ours: &Tensor, reference: &Tensor, rel: f32) -> (f32, f32) {
     assert_eq!(ours.shape(), reference.shape(), "shape mismatch");
     let max_ref = reference.data().iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = ours
@@ -169,16 +174,21 @@ pub fn max_diff(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
         .iter()
         .zip(reference.data())
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    (diff, 1e-4 * max_ref.max(1.0))
+    (diff, rel * max_ref.max(1.0))
 }
 
 /// Asserts `ours` matches `reference` within the issue's tolerance; NaN never passes.
 pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor) {
+    assert_close_rel(what, ours, reference, 1e-4)
+}
+
+/// Asserts `ours` matches `reference` within `rel * max(1, max|ref|)`; NaN never passes.
+pub fn assert_close_rel(what: &str, ours: &Tensor, reference: &Tensor, rel: f32) {
     assert!(
         ours.data().iter().all(|v| v.is_finite()),
         "{what}: non-finite values"
     );
-    let (diff, tol) = max_diff(ours, reference);
+    let (diff, tol) = max_diff_rel(ours, reference, rel);
     assert!(
         diff <= tol,
         "{what}: max|ours - ref| = {diff:e} exceeds tolerance {tol:e}"

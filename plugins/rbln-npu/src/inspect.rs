@@ -51,6 +51,9 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for st in &p.steps {
         let mut k = st.op.kind_name().to_string();
+        if st.algo == crate::program::Algo::WinogradF4 {
+            k.push_str("[winograd-f4x4]");
+        }
         if let Some(a) = st.activation {
             k = format!("{k}+{}", format!("{a:?}").to_lowercase());
         }

@@ -2,7 +2,7 @@
 //! weight layouts, arena offsets) shared by every run of an executable.
 
 use crate::compiler::memory_plan;
-use crate::kernels::gemm;
+use crate::kernels::{gemm, winograd};
 use plugin_api::graph::{infer_node_shape, Activation, Op};
 use plugin_api::tensor::shape_str;
 use serde::{Deserialize, Serialize};
@@ -11,12 +11,30 @@ use serde::{Deserialize, Serialize};
 pub type ValueId = usize;
 
 /// Compile-time target options, recorded in the artifact.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// Target NPU name (e.g. `RBLN-CA25`), informational only: execution is on the host CPU.
     pub npu: Option<String>,
     /// Requested device count, informational only.
     pub num_devices: Option<u32>,
+    /// Whether 3x3 stride-1 convolutions may use the Winograd kernel (compiler option
+    /// `winograd`, default on).
+    #[serde(default = "yes")]
+    pub winograd: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Target {
+    fn default() -> Target {
+        Target {
+            npu: None,
+            num_devices: None,
+            winograd: true,
+        }
+    }
 }
 
 /// A named graph input.
@@ -78,6 +96,26 @@ pub enum Layout {
         /// Panel height; must equal this build's [`gemm::MR`].
         mr: usize,
     },
+    /// A `[rows, c_in, 3, 3]` convolution weight in the taps layout of the Winograd kernel (see
+    /// [`winograd::pack_taps`]); its filter transform runs per call into a workspace.
+    WinogradTaps {
+        /// Output channels.
+        rows: usize,
+        /// Input channels.
+        c_in: usize,
+        /// Panel height; must equal this build's [`gemm::MR`].
+        mr: usize,
+    },
+}
+
+/// The kernel a step runs with, chosen by the compiler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algo {
+    /// The op's general kernel (for convolutions: im2col GEMM).
+    #[default]
+    Direct,
+    /// Winograd F(4x4, 3x3) (3x3 stride-1 convolutions with a [`Layout::WinogradTaps`] weight).
+    WinogradF4,
 }
 
 /// A constant tensor.
@@ -107,6 +145,9 @@ pub struct Step {
     pub output: ValueId,
     /// Activation applied to the result in place (set by fusion passes).
     pub activation: Option<Activation>,
+    /// The kernel (set by the `SelectWinograd` pass).
+    #[serde(default)]
+    pub algo: Algo,
 }
 
 /// Where a value lives at run time.
@@ -167,6 +208,20 @@ impl Program {
             }
         }
         uses
+    }
+
+    /// Floats of per-call workspace the widest step needs besides the arena (the transformed
+    /// filters of the largest Winograd convolution).
+    pub fn workspace_len(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.algo == Algo::WinogradF4)
+            .filter_map(|s| {
+                let w = &self.values.get(*s.inputs.get(1)?)?.shape;
+                (w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether `v` is returned to the caller.
@@ -278,14 +333,38 @@ impl Program {
                     return Err(ctx(format!("operand {slot} is produced later")));
                 }
                 if let Def::Weight(w) = val.def {
-                    let packable = slot == 1 && matches!(step.op, Op::Conv2d(_) | Op::Linear);
-                    if self.weights[w].layout != Layout::Plain && !packable {
+                    let layout = self.weights[w].layout;
+                    let readable = match layout {
+                        Layout::Plain => true,
+                        Layout::PackedA { .. } => {
+                            slot == 1
+                                && matches!(step.op, Op::Conv2d(_) | Op::Linear)
+                                && step.algo == Algo::Direct
+                        }
+                        Layout::WinogradTaps { .. } => slot == 1 && step.algo == Algo::WinogradF4,
+                    };
+                    if !readable {
                         return Err(ctx(format!(
-                            "operand {slot} is a packed weight it cannot read"
+                            "operand {slot} is a weight in layout {layout:?}, which the step cannot read"
                         )));
                     }
                 }
                 shapes.push(val.shape.as_slice());
+            }
+            if step.algo == Algo::WinogradF4 {
+                let winograd_conv = matches!(&step.op, Op::Conv2d(c) if c.stride == [1, 1])
+                    && shapes
+                        .get(1)
+                        .is_some_and(|w| w.len() == 4 && w[2..] == [3, 3])
+                    && step.inputs.get(1).is_some_and(|&v| {
+                        matches!(self.values[v].def, Def::Weight(w)
+                            if matches!(self.weights[w].layout, Layout::WinogradTaps { .. }))
+                    });
+                if !winograd_conv {
+                    return Err(ctx(
+                        "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in the Winograd taps layout".into(),
+                    ));
+                }
             }
             let out = infer_node_shape(&step.op, &shapes).map_err(ctx)?;
             if out != self.values[step.output].shape {
@@ -333,6 +412,23 @@ impl Program {
                     ));
                 }
                 gemm::packed_a_len(rows, depth)
+            }
+            Layout::WinogradTaps { rows, c_in, mr } => {
+                if mr != gemm::MR {
+                    return Err(format!(
+                        "weight '{}' is packed for {mr}-row panels, this runtime uses {}",
+                        wt.name,
+                        gemm::MR
+                    ));
+                }
+                if val.shape != [rows, c_in, 3, 3] {
+                    return Err(format!(
+                        "weight '{}': Winograd taps of {rows}x{c_in}x3x3 do not match shape {}",
+                        wt.name,
+                        shape_str(&val.shape)
+                    ));
+                }
+                winograd::taps_len(rows, c_in)
             }
         };
         if wt.len != want || wt.data.len() != want {

@@ -14,7 +14,7 @@ pub enum DeviceSpec {
 }
 
 /// The compile-time keys, in the order `rbln_config.json` writes them (after `_compile_cfgs`).
-pub(crate) const COMPILE_KEYS: [&str; 9] = [
+pub(crate) const COMPILE_KEYS: [&str; 10] = [
     "dtype",
     "npu",
     "num_devices",
@@ -24,6 +24,7 @@ pub(crate) const COMPILE_KEYS: [&str; 9] = [
     "in_channels",
     "latent_channels",
     "sample_size",
+    "winograd",
 ];
 /// The runtime keys, never written to `rbln_config.json`.
 pub(crate) const RUNTIME_KEYS: [&str; 5] = [
@@ -46,6 +47,7 @@ pub(crate) struct Args {
     pub dtype: Option<DType>,
     pub npu: Option<String>,
     pub num_devices: Option<u64>,
+    pub winograd: Option<bool>,
     pub device: Option<DeviceSpec>,
     pub device_map: Option<Vec<(String, u64)>>,
     pub create_runtimes: Option<bool>,
@@ -163,6 +165,7 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
             "in_channels" => a.in_channels = Some(positive(k, v)?),
             "latent_channels" => a.latent_channels = Some(positive(k, v)?),
             "dtype" => a.dtype = Some(dtype(v)?),
+            "winograd" => a.winograd = Some(boolean(k, v)?),
             "npu" => {
                 let s = v.as_str().ok_or_else(|| {
                     invalid(format!(

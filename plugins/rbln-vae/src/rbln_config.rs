@@ -59,6 +59,10 @@ pub struct RBLNAutoencoderKLConfig {
     pub npu: Option<String>,
     /// Number of devices passed to the compiler (compile-time).
     pub num_devices: Option<u64>,
+    /// Whether the compiler may use Winograd convolutions (compile-time; default true, written
+    /// to `rbln_config.json` only when given). False keeps every convolution on the GEMM path,
+    /// whose results match a plain convolution to float rounding.
+    pub winograd: Option<bool>,
     /// How it runs.
     pub runtime: RuntimeOptions,
 }
@@ -109,6 +113,7 @@ impl RBLNAutoencoderKLConfig {
             )?,
             npu: a.npu.clone(),
             num_devices: a.num_devices,
+            winograd: a.winograd,
             runtime: runtime_options(&a),
         };
         c.check_sample_size()?;
@@ -124,7 +129,7 @@ impl RBLNAutoencoderKLConfig {
     ) -> Result<RBLNAutoencoderKLConfig, PluginError> {
         let mut c = Self::from_stored(stored).map_err(|e| e.context(RBLN_CONFIG_FILE))?;
         let a = parse_args(user)?;
-        let frozen: [(&str, Option<Value>, Value); 8] = [
+        let frozen: [(&str, Option<Value>, Value); 9] = [
             (
                 "batch_size",
                 a.batch_size.map(|v| json!(v)),
@@ -160,6 +165,11 @@ impl RBLNAutoencoderKLConfig {
                 "num_devices",
                 a.num_devices.map(|v| json!(v)),
                 json!(c.num_devices),
+            ),
+            (
+                "winograd",
+                a.winograd.map(|v| json!(v)),
+                json!(c.winograd.unwrap_or(true)),
             ),
         ];
         for (field, given, have) in frozen {
@@ -210,6 +220,12 @@ impl RBLNAutoencoderKLConfig {
             latent_channels: positive("latent_channels", field("latent_channels")?)?,
             npu: first.get("npu").and_then(Value::as_str).map(str::to_string),
             num_devices: first.get("num_devices").and_then(Value::as_u64),
+            winograd: match m.get("winograd") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_bool().ok_or_else(|| {
+                    PluginError::invalid(format!("winograd must be true or false, got {v}"))
+                })?),
+            },
             runtime: RuntimeOptions::default(),
         };
         if !c.vae_scale_factor.is_power_of_two() {
@@ -300,12 +316,15 @@ impl RBLNAutoencoderKLConfig {
         if let Some(n) = self.num_devices {
             m.insert("num_devices".into(), json!(n));
         }
+        if let Some(w) = self.winograd {
+            m.insert("winograd".into(), json!(w));
+        }
         Value::Object(m).to_string()
     }
 
     /// The compile-time fields as `rbln_config.json` holds them, in the original's key order.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "cls_name": CLS_NAME,
             "dtype": DType::F32.name(),
             "optimum_rbln_version": format!("rbln-vae {}", env!("CARGO_PKG_VERSION")),
@@ -316,7 +335,11 @@ impl RBLNAutoencoderKLConfig {
             "in_channels": self.in_channels,
             "latent_channels": self.latent_channels,
             "sample_size": [self.sample_size.0, self.sample_size.1],
-        })
+        });
+        if let (Some(w), Some(m)) = (self.winograd, v.as_object_mut()) {
+            m.insert("winograd".into(), json!(w));
+        }
+        v
     }
 
     /// [`Self::to_json`], pretty-printed.

@@ -58,6 +58,7 @@ pub fn lower(graph: Graph, node_shapes: Vec<Vec<usize>>, target: Target) -> Prog
             inputs,
             output: values.len() - 1,
             activation: None,
+            algo: Default::default(),
         });
     }
     let outputs = graph

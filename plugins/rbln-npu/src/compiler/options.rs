@@ -1,4 +1,6 @@
-//! Compiler options: a JSON object with `npu` and `num_devices`.
+//! Compiler options: a JSON object with `npu`, `num_devices` and `winograd` (bool, default true:
+//! 3x3 stride-1 convolutions may use the Winograd kernel; false keeps every convolution on the
+//! im2col GEMM, whose results match a plain convolution to float rounding).
 
 use crate::program::Target;
 use plugin_api::PluginError;
@@ -42,9 +44,16 @@ pub fn parse_options(options_json: &str) -> Result<Target, PluginError> {
                     },
                 }
             }
+            "winograd" => {
+                target.winograd = v.as_bool().ok_or_else(|| {
+                    PluginError::invalid(format!(
+                        "compiler option 'winograd' must be true or false, got {v}"
+                    ))
+                })?
+            }
             other => {
                 return Err(PluginError::invalid(format!(
-                    "unknown compiler option '{other}' (accepted: npu, num_devices)"
+                    "unknown compiler option '{other}' (accepted: npu, num_devices, winograd)"
                 )))
             }
         }
@@ -89,5 +98,11 @@ mod tests {
             .message()
             .contains("JSON object"));
         assert!(parse_options("{").is_err());
+        assert!(Target::default().winograd);
+        assert!(!parse_options(r#"{"winograd": false}"#).unwrap().winograd);
+        assert!(parse_options(r#"{"winograd": 1}"#)
+            .unwrap_err()
+            .message()
+            .contains("'winograd'"));
     }
 }

@@ -13,7 +13,7 @@ pub const MR: usize = 6;
 /// Columns of a `B` panel (micro-tile width).
 pub const NR: usize = 16;
 /// Depth of one k block (the packed `B` block is `KC x nc`).
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Widest column block handled by one task.
 const NC_MAX: usize = 256;
 
@@ -96,7 +96,8 @@ pub struct COut<'a> {
     pub cs: usize,
 }
 
-type MicroKernel = fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR];
+/// A micro-kernel: `kc` depth steps of an `MR`-row `A` panel times an `NR`-column `B` panel.
+pub(crate) type MicroKernel = fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR];
 
 #[inline(always)]
 fn micro_body(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
@@ -187,7 +188,7 @@ fn micro_avx2_entry(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 }
 
 /// The micro-kernel chosen once for this CPU.
-fn micro_kernel() -> MicroKernel {
+pub(crate) fn micro_kernel() -> MicroKernel {
     static K: OnceLock<MicroKernel> = OnceLock::new();
     *K.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

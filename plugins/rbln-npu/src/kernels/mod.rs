@@ -8,6 +8,7 @@ pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub mod reference;
+pub mod winograd;
 
 #[cfg(test)]
 mod tests;

@@ -206,3 +206,43 @@ fn conv_speed() {
         gflop / s
     );
 }
+
+#[test]
+fn winograd_matches_reference_on_odd_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let cases = [
+        ([1, 3, 8, 8], 4, [1, 1, 1, 1]),
+        ([2, 5, 7, 9], 7, [1, 1, 1, 1]),
+        ([1, 4, 13, 6], 3, [0, 0, 0, 0]),
+        ([1, 6, 10, 11], 13, [2, 0, 1, 3]),
+        ([1, 1, 3, 3], 1, [0, 0, 0, 0]),
+        ([3, 8, 21, 17], 9, [1, 1, 1, 1]),
+        // Depth past one k block (KC = 256) and several chunks of tiles.
+        ([1, 300, 12, 12], 14, [1, 1, 1, 1]),
+        ([1, 16, 64, 48], 20, [1, 1, 1, 1]),
+    ];
+    for (input, c_out, padding) in cases {
+        let g = ConvGeom {
+            input,
+            c_out,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding,
+        };
+        let x = rand_vec(&mut rng, input.iter().product());
+        let w = rand_vec(&mut rng, c_out * g.depth());
+        let b = rand_vec(&mut rng, c_out);
+        let taps = winograd::pack_taps(&w, c_out, input[1]);
+        let mut u = vec![f32::NAN; winograd::transformed_len(c_out, input[1])];
+        winograd::transform_filters(&taps, c_out, input[1], &mut u);
+        for bias in [Some(b.as_slice()), None] {
+            let want = reference::conv2d(&g, &x, &w, bias);
+            let mut got = vec![f32::NAN; want.len()];
+            winograd::conv3x3(&g, &x, &u, bias, &mut got);
+            // Sums of up to 9 * 300 products of magnitude <= 1: allow for the transforms'
+            // rounding relative to the size of the sums.
+            let scale = (input[1] as f32 * 9.0).sqrt();
+            assert_close(&got, &want, 2e-5 * scale, &format!("winograd {g:?}"));
+        }
+    }
+}

@@ -102,12 +102,13 @@ impl NpuExecutable {
             .as_ref()
             .expect("loaded programs have a memory plan");
         let mut arena = vec![0.0f32; mem.arena_len];
+        let mut workspace = vec![0.0f32; p.workspace_len()];
         let src = Sources {
             inputs: &inputs,
             program: p,
         };
         for s in 0..p.steps.len() {
-            run_step(s, &src, &mut arena);
+            run_step(s, &src, &mut arena, &mut workspace);
         }
         p.outputs
             .iter()

@@ -3,8 +3,8 @@
 
 pub mod executable;
 
-use crate::kernels::{conv, eltwise, layout, matmul, norm};
-use crate::program::{Def, Layout, Loc, Program, Step};
+use crate::kernels::{conv, eltwise, layout, matmul, norm, winograd};
+use crate::program::{Algo, Def, Layout, Loc, Program, Step};
 use plugin_api::graph::Op;
 
 /// Read-only storage a step may read from besides the arena.
@@ -29,8 +29,9 @@ fn slice_of<'a>(
     }
 }
 
-/// Runs step `s` of `src.program` over `arena`.
-pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32]) {
+/// Runs step `s` of `src.program` over `arena`, with `workspace` (at least
+/// [`Program::workspace_len`] floats) for kernels that need scratch memory.
+pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace: &mut [f32]) {
     let p = src.program;
     let step = &p.steps[s];
     let mem = p
@@ -54,7 +55,7 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32]) {
         .iter()
         .map(|&v| slice_of(mem.locs[v], src, before, after, offset + len))
         .collect();
-    execute(p, step, &ins, out);
+    execute(p, step, &ins, out, workspace);
     if let Some(act) = step.activation {
         if !matches!(step.op, Op::GroupNorm(_)) {
             eltwise::activation_inplace(act, out);
@@ -66,7 +67,7 @@ fn packed(p: &Program, step: &Step, slot: usize) -> bool {
     matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
 }
 
-fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32]) {
+fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32], workspace: &mut [f32]) {
     let shape = |slot: usize| p.values[step.inputs[slot]].shape.as_slice();
     match &step.op {
         Op::Conv2d(c) => {
@@ -79,7 +80,11 @@ fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32]) {
                 padding: c.padding,
             };
             let bias = ins.get(2).copied();
-            if packed(p, step, 1) {
+            if step.algo == Algo::WinogradF4 {
+                let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];
+                winograd::transform_filters(ins[1], w[0], w[1], u);
+                winograd::conv3x3(&g, ins[0], u, bias, out);
+            } else if packed(p, step, 1) {
                 conv::conv2d_packed(&g, ins[0], ins[1], bias, out);
             } else {
                 conv::conv2d(&g, ins[0], ins[1], bias, out);

@@ -4,11 +4,13 @@ mod fuse_group_norm_silu;
 mod pack_conv_weights;
 mod pack_linear_weights;
 mod plan_memory;
+mod select_winograd;
 
 pub use fuse_group_norm_silu::FuseGroupNormSilu;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
 pub use plan_memory::PlanMemory;
+pub use select_winograd::SelectWinograd;
 
 use crate::kernels::gemm;
 use crate::program::{Def, Layout, Program, Value, ValueId, Weight};
@@ -27,10 +29,13 @@ pub trait Pass {
     fn run(&self, p: &mut Program, progress: ProgressFn<'_>) -> Result<(), PluginError>;
 }
 
-/// Every pass, in order. `PlanMemory` must stay last: the others invalidate memory plans.
+/// Every pass, in order. `SelectWinograd` runs before `PackConvWeights` (which packs only the
+/// convolution weights still plain); `PlanMemory` must stay last: the others invalidate memory
+/// plans.
 pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FuseGroupNormSilu),
+        Box::new(SelectWinograd),
         Box::new(PackConvWeights),
         Box::new(PackLinearWeights),
         Box::new(PlanMemory),

@@ -1,0 +1,128 @@
+//! Chooses the Winograd F(4x4, 3x3) kernel for 3x3 stride-1 convolutions with constant weights
+//! where a cost model says it is cheaper than the im2col GEMM, and stores their weights in the
+//! Winograd taps layout (the same size as the checkpoint weight; the 4x larger transformed
+//! filters are built per call, see `kernels::winograd`). Off when the compiler option
+//! `winograd` is false.
+//!
+//! The cost model counts, in cycles of one core, the GEMM multiply-adds at 16 per cycle (two
+//! 8-lane FMAs) including the padding of rows to `MR` and tiles to `NR`, and the transforms at
+//! 4 element operations per cycle (gathers, scatters and the transform arithmetic).
+
+use super::{Pass, ProgressFn};
+use crate::kernels::{gemm, winograd};
+use crate::program::{Algo, Def, Layout, Program, Value, Weight};
+use plugin_api::graph::Op;
+use plugin_api::PluginError;
+
+/// See the module docs.
+pub struct SelectWinograd;
+
+/// Estimated cycles of the im2col GEMM convolution.
+pub fn direct_cost(c_out: usize, c_in: usize, pixels: usize) -> f64 {
+    let rows = c_out.next_multiple_of(gemm::MR) as f64;
+    rows * (c_in * 9) as f64 * pixels.next_multiple_of(gemm::NR) as f64 / 16.0
+}
+
+/// Estimated cycles of the Winograd convolution with `tiles` 4x4 output tiles.
+pub fn winograd_cost(c_out: usize, c_in: usize, tiles: usize) -> f64 {
+    let rows = c_out.next_multiple_of(gemm::MR) as f64;
+    let t = tiles.next_multiple_of(gemm::NR) as f64;
+    let gemm = 36.0 * rows * c_in as f64 * t / 16.0;
+    // Input: gather 36 floats and ~100 transform operations per (channel, tile); output: ~70
+    // operations and 16 stores per (channel, tile); filters: ~150 operations per (c_out, c_in).
+    let transforms =
+        (136.0 * c_in as f64 * t + 86.0 * c_out as f64 * t + 150.0 * (c_out * c_in) as f64) / 4.0;
+    gemm + transforms
+}
+
+impl Pass for SelectWinograd {
+    fn name(&self) -> &'static str {
+        "SelectWinograd"
+    }
+    fn run(&self, p: &mut Program, progress: ProgressFn<'_>) -> Result<(), PluginError> {
+        if !p.target.winograd {
+            return Ok(());
+        }
+        let uses = p.uses();
+        let candidates: Vec<usize> = (0..p.steps.len())
+            .filter(|&s| {
+                let st = &p.steps[s];
+                let Op::Conv2d(c) = &st.op else { return false };
+                let (Some(&x), Some(&w)) = (st.inputs.first(), st.inputs.get(1)) else {
+                    return false;
+                };
+                let (xs, ws, os) = (
+                    &p.values[x].shape,
+                    &p.values[w].shape,
+                    &p.values[st.output].shape,
+                );
+                let constant = matches!(p.values[w].def,
+                    Def::Weight(i) if p.weights[i].layout == Layout::Plain);
+                constant
+                    && c.stride == [1, 1]
+                    && ws.len() == 4
+                    && ws[2..] == [3, 3]
+                    && xs.len() == 4
+                    && st.algo == Algo::Direct
+                    && {
+                        let tiles = os[0] * os[2].div_ceil(4) * os[3].div_ceil(4);
+                        winograd_cost(ws[0], ws[1], tiles)
+                            < direct_cost(ws[0], ws[1], os[2] * os[3]) * os[0] as f64
+                    }
+            })
+            .collect();
+        let total = candidates.len() as u64;
+        for (k, s) in candidates.into_iter().enumerate() {
+            progress("select winograd", k as u64, total);
+            let v = p.steps[s].inputs[1];
+            let Def::Weight(wi) = p.values[v].def else {
+                continue;
+            };
+            let (rows, c_in) = (p.values[v].shape[0], p.values[v].shape[1]);
+            let data = winograd::pack_taps(&p.weights[wi].data, rows, c_in);
+            let layout = Layout::WinogradTaps {
+                rows,
+                c_in,
+                mr: gemm::MR,
+            };
+            let only_here = !p.is_output(v) && uses[v].iter().all(|&(st, _)| st == s);
+            if only_here {
+                let wt = &mut p.weights[wi];
+                wt.len = data.len();
+                wt.data = data;
+                wt.layout = layout;
+            } else {
+                p.weights.push(Weight {
+                    name: format!("{}#winograd", p.weights[wi].name),
+                    layout,
+                    len: data.len(),
+                    data,
+                });
+                p.values.push(Value {
+                    shape: p.values[v].shape.clone(),
+                    def: Def::Weight(p.weights.len() - 1),
+                });
+                p.steps[s].inputs[1] = p.values.len() - 1;
+            }
+            p.steps[s].algo = Algo::WinogradF4;
+        }
+        progress("select winograd", total, total);
+        p.compact();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_prefers_winograd_for_wide_layers_only() {
+        // A VAE's 128-channel 256x256 convolution: Winograd is several times cheaper.
+        let d = direct_cost(128, 128, 256 * 256);
+        let w = winograd_cost(128, 128, 64 * 64);
+        assert!(w * 3.0 < d, "{w} vs {d}");
+        // One input and one output channel: the transforms dominate.
+        assert!(winograd_cost(1, 1, 64 * 64) > direct_cost(1, 1, 256 * 256));
+    }
+}

@@ -1,0 +1,528 @@
+//! Winograd F(4x4, 3x3) convolution for 3x3, stride-1 kernels (Lavin & Gray, "Fast Algorithms
+//! for Convolutional Neural Networks", 2016).
+//!
+//! Every 4x4 output tile is `A^T [ (G g G^T) ⊙ (B^T d B) ] A` for the 6x6 input tile `d` and the
+//! 3x3 filter `g`. Summed over input channels, the 36 element-wise products become 36
+//! independent GEMMs `(C_out x C_in) x (C_in x tiles)`: 36 multiplies per 16 outputs instead of
+//! 9 x 16, a quarter of the direct convolution's work, plus the (linear-time) transforms.
+//!
+//! Layouts (`p`: panel of [`MR`] output channels, `xi`: one of the 36 points, `q`: panel of [`NR`]
+//! tiles of a chunk):
+//! - taps, stored in the artifact, as large as the checkpoint weight:
+//!   `((p * c_in + ci) * 9 + k) * MR + i` for output channel `p * MR + i` and tap `k = 3 ky + kx`;
+//! - U, the transformed filters, built per run in a workspace by [`transform_filters`] (4x the
+//!   size of the weight, so it is not stored): `((p * 36 + xi) * c_in + ci) * MR + i`, i.e. a
+//!   GEMM `A` panel of depth `c_in` for every `(p, xi)`;
+//! - V, the transformed input of one chunk of tiles: `((xi * nq + q) * c_in + ci) * NR + lane`,
+//!   GEMM `B` panels;
+//! - M, the products of one chunk: `(xi * c_out + co) * tcp + t`.
+//!
+//! Tiles are processed in chunks (one per task), sized so that one point's slices of V and M
+//! stay in the L2 cache while all 36 GEMMs run; the transforms vectorize across the tiles of a
+//! panel.
+
+use super::conv::ConvGeom;
+use super::gemm::{self, MicroKernel, KC, MR, NR};
+use rayon::prelude::*;
+
+/// Points of the transformed 6x6 tile.
+const POINTS: usize = 36;
+/// Tiles transformed together (one GEMM `B` panel).
+const L: usize = NR;
+/// Output tile edge.
+const TILE: usize = 4;
+
+/// Floats of the stored taps layout of a `c_out x c_in x 3 x 3` weight (see [`pack_taps`]).
+pub fn taps_len(c_out: usize, c_in: usize) -> usize {
+    c_out.div_ceil(MR) * MR * c_in * 9
+}
+
+/// Floats of the transformed filters U of a `c_out x c_in x 3 x 3` weight.
+pub fn transformed_len(c_out: usize, c_in: usize) -> usize {
+    POINTS * gemm::packed_a_len(c_out, c_in)
+}
+
+/// Whether the Winograd kernel computes this convolution.
+pub fn applies(g: &ConvGeom) -> bool {
+    g.kernel == [3, 3] && g.stride == [1, 1]
+}
+
+/// Rearranges a plain `[c_out, c_in, 3, 3]` weight into the taps layout (compile time).
+/// Rows past `c_out` are zero.
+pub fn pack_taps(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    assert_eq!(w.len(), c_out * c_in * 9, "pack_taps: weight length");
+    let mut dst = vec![0.0; taps_len(c_out, c_in)];
+    for co in 0..c_out {
+        let (p, i) = (co / MR, co % MR);
+        for ci in 0..c_in {
+            for k in 0..9 {
+                dst[((p * c_in + ci) * 9 + k) * MR + i] = w[(co * c_in + ci) * 9 + k];
+            }
+        }
+    }
+    dst
+}
+
+/// `G x` for a 3-vector (lane-wise): the filter transform of one column or row.
+#[inline(always)]
+fn g3<const N: usize>(x0: &[f32; N], x1: &[f32; N], x2: &[f32; N]) -> [[f32; N]; 6] {
+    const SIXTH: f32 = 1.0 / 6.0;
+    const TWELFTH: f32 = 1.0 / 12.0;
+    const TWENTYFOURTH: f32 = 1.0 / 24.0;
+    let mut y = [[0.0; N]; 6];
+    for l in 0..N {
+        let (a, b, c) = (x0[l], x1[l], x2[l]);
+        y[0][l] = 0.25 * a;
+        y[1][l] = -SIXTH * (a + b + c);
+        y[2][l] = -SIXTH * (a - b + c);
+        y[3][l] = TWENTYFOURTH * a + TWELFTH * b + SIXTH * c;
+        y[4][l] = TWENTYFOURTH * a - TWELFTH * b + SIXTH * c;
+        y[5][l] = c;
+    }
+    y
+}
+
+/// `B^T x` for a 6-vector (lane-wise): the input transform of one column or row.
+#[inline(always)]
+fn bt6<const N: usize>(x: [&[f32; N]; 6]) -> [[f32; N]; 6] {
+    let mut y = [[0.0; N]; 6];
+    for l in 0..N {
+        let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        y[0][l] = 4.0 * x0 - 5.0 * x2 + x4;
+        y[1][l] = -4.0 * (x1 + x2) + (x3 + x4);
+        y[2][l] = 4.0 * (x1 - x2) + (x4 - x3);
+        y[3][l] = 2.0 * (x3 - x1) + (x4 - x2);
+        y[4][l] = 2.0 * (x1 - x3) + (x4 - x2);
+        y[5][l] = 4.0 * x1 - 5.0 * x3 + x5;
+    }
+    y
+}
+
+/// `A^T x` for a 6-vector (lane-wise): the output transform of one column or row.
+#[inline(always)]
+fn at6<const N: usize>(x: [&[f32; N]; 6]) -> [[f32; N]; 4] {
+    let mut y = [[0.0; N]; 4];
+    for l in 0..N {
+        let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        let (s12, d12, s34, d34) = (x1 + x2, x1 - x2, x3 + x4, x3 - x4);
+        y[0][l] = x0 + s12 + s34;
+        y[1][l] = d12 + 2.0 * d34;
+        y[2][l] = s12 + 4.0 * s34;
+        y[3][l] = d12 + 8.0 * d34 + x5;
+    }
+    y
+}
+
+/// `G g G^T` for 3x3 filters `g[3 r + s]` (lane-wise), as `u[6 a + b]`.
+#[inline(always)]
+fn filter_2d<const N: usize>(g: &[[f32; N]; 9]) -> [[f32; N]; POINTS] {
+    let mut t = [[[0.0; N]; 3]; 6]; // t[a][s] = (G g)[a][s]
+    for s in 0..3 {
+        let col = g3(&g[s], &g[3 + s], &g[6 + s]);
+        for a in 0..6 {
+            t[a][s] = col[a];
+        }
+    }
+    let mut u = [[0.0; N]; POINTS];
+    for a in 0..6 {
+        let row = g3(&t[a][0], &t[a][1], &t[a][2]);
+        u[a * 6..a * 6 + 6].copy_from_slice(&row);
+    }
+    u
+}
+
+/// `B^T d B` for 6x6 tiles `d[6 r + s]` (lane-wise).
+#[inline(always)]
+fn input_2d<const N: usize>(d: &[[f32; N]; POINTS]) -> [[f32; N]; POINTS] {
+    let mut t = [[0.0; N]; POINTS]; // t[6 r' + s] = (B^T d)[r'][s]
+    for s in 0..6 {
+        let col = bt6([
+            &d[s],
+            &d[6 + s],
+            &d[12 + s],
+            &d[18 + s],
+            &d[24 + s],
+            &d[30 + s],
+        ]);
+        for r in 0..6 {
+            t[6 * r + s] = col[r];
+        }
+    }
+    let mut v = [[0.0; N]; POINTS];
+    for r in 0..6 {
+        let row = &t[6 * r..6 * r + 6];
+        let y = bt6([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+        v[6 * r..6 * r + 6].copy_from_slice(&y);
+    }
+    v
+}
+
+/// `A^T m A` for 6x6 products `m[6 a + b]` (lane-wise), as 4x4 outputs `o[4 i + j]`.
+#[inline(always)]
+fn output_2d<const N: usize>(m: &[[f32; N]; POINTS]) -> [[f32; N]; 16] {
+    let mut t = [[0.0; N]; 24]; // t[6 i + b] = (A^T m)[i][b]
+    for b in 0..6 {
+        let col = at6([
+            &m[b],
+            &m[6 + b],
+            &m[12 + b],
+            &m[18 + b],
+            &m[24 + b],
+            &m[30 + b],
+        ]);
+        for i in 0..4 {
+            t[6 * i + b] = col[i];
+        }
+    }
+    let mut o = [[0.0; N]; 16];
+    for i in 0..4 {
+        let row = &t[6 * i..6 * i + 6];
+        let y = at6([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+        o[4 * i..4 * i + 4].copy_from_slice(&y);
+    }
+    o
+}
+
+#[inline(always)]
+fn transform_filters_body(taps: &[f32], c_in: usize, u: &mut [f32]) {
+    // One panel of MR output channels: taps[(ci * 9 + k) * MR + i] -> u[(xi * c_in + ci) * MR + i].
+    for ci in 0..c_in {
+        let mut g = [[0.0f32; MR]; 9];
+        for (k, gk) in g.iter_mut().enumerate() {
+            gk.copy_from_slice(&taps[(ci * 9 + k) * MR..][..MR]);
+        }
+        let t = filter_2d(&g);
+        for (xi, row) in t.iter().enumerate() {
+            u[(xi * c_in + ci) * MR..][..MR].copy_from_slice(row);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_filters_avx2(taps: &[f32], c_in: usize, u: &mut [f32]) {
+    transform_filters_body(taps, c_in, u)
+}
+
+fn transform_filters_panel(taps: &[f32], c_in: usize, u: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { transform_filters_avx2(taps, c_in, u) };
+    }
+    transform_filters_body(taps, c_in, u)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Builds the transformed filters U (see the module docs) from the taps layout, in parallel over
+/// panels of output channels. `u` must hold at least [`transformed_len`] floats.
+pub fn transform_filters(taps: &[f32], c_out: usize, c_in: usize, u: &mut [f32]) {
+    assert_eq!(taps.len(), taps_len(c_out, c_in), "winograd: taps length");
+    let len = transformed_len(c_out, c_in);
+    assert!(u.len() >= len, "winograd: workspace too short");
+    if c_in == 0 {
+        return;
+    }
+    u[..len]
+        .par_chunks_mut(POINTS * c_in * MR)
+        .zip(taps.par_chunks(c_in * 9 * MR))
+        .for_each(|(up, tp)| transform_filters_panel(tp, c_in, up));
+}
+
+/// The static geometry of one Winograd convolution.
+#[derive(Clone, Copy)]
+struct Geo {
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    th: usize,
+    tw: usize,
+    pt: isize,
+    pl: isize,
+}
+
+impl Geo {
+    /// `(image, tile row, tile column)` of tile `t`.
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        let per_img = self.th * self.tw;
+        (t / per_img, t % per_img / self.tw, t % self.tw)
+    }
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: chunks write through this pointer only to the output pixels of their own tiles, which
+// no other chunk covers.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// Runs tiles `t0 .. t0 + tc` of the convolution: transform the input, 36 GEMMs, transform back
+/// and write the output.
+#[inline(always)]
+fn chunk_body(
+    geo: &Geo,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    (t0, tc): (usize, usize),
+    v: &mut [f32],
+    m: &mut [f32],
+    out: &SharedOut,
+    out_len: usize,
+    kernel: MicroKernel,
+) {
+    let Geo {
+        c_in,
+        c_out,
+        h,
+        w,
+        oh,
+        ow,
+        ..
+    } = *geo;
+    let nq = tc.div_ceil(L);
+    let tcp = nq * L;
+    // 1. Input transform, one panel of L tiles at a time.
+    for q in 0..nq {
+        let lanes = L.min(tc - q * L);
+        let mut origin = [(0usize, 0isize, 0isize, false); L];
+        for (lane, o) in origin.iter_mut().enumerate().take(lanes) {
+            let (b, ty, tx) = geo.tile(t0 + q * L + lane);
+            let iy0 = (ty * TILE) as isize - geo.pt;
+            let ix0 = (tx * TILE) as isize - geo.pl;
+            let interior = iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= h as isize && ix0 + 6 <= w as isize;
+            *o = (b * c_in * h * w, iy0, ix0, interior);
+        }
+        for ci in 0..c_in {
+            let mut d = [[0.0f32; L]; POINTS];
+            for (lane, &(base, iy0, ix0, interior)) in origin.iter().enumerate().take(lanes) {
+                let plane = &x[base + ci * h * w..][..h * w];
+                if interior {
+                    let at = iy0 as usize * w + ix0 as usize;
+                    for r in 0..6 {
+                        let row = &plane[at + r * w..][..6];
+                        for s in 0..6 {
+                            d[6 * r + s][lane] = row[s];
+                        }
+                    }
+                } else {
+                    for r in 0..6 {
+                        let iy = iy0 + r as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for s in 0..6 {
+                            let ix = ix0 + s as isize;
+                            if ix >= 0 && ix < w as isize {
+                                d[6 * r + s][lane] = plane[iy as usize * w + ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+            let t = input_2d(&d);
+            for (xi, row) in t.iter().enumerate() {
+                v[((xi * nq + q) * c_in + ci) * L..][..L].copy_from_slice(row);
+            }
+        }
+    }
+    // 2. The 36 GEMMs M[xi] = U[xi] x V[xi].
+    for xi in 0..POINTS {
+        for k0 in (0..c_in).step_by(KC) {
+            let kc = KC.min(c_in - k0);
+            for p in 0..c_out.div_ceil(MR) {
+                let a = &u[((p * POINTS + xi) * c_in + k0) * MR..][..kc * MR];
+                let rows = MR.min(c_out - p * MR);
+                for q in 0..nq {
+                    let b = &v[((xi * nq + q) * c_in + k0) * L..][..kc * L];
+                    let acc = kernel(kc, a, b);
+                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                        let dst = &mut m[(xi * c_out + p * MR + i) * tcp + q * L..][..L];
+                        if k0 == 0 {
+                            dst.copy_from_slice(acc_row);
+                        } else {
+                            for (d, &a) in dst.iter_mut().zip(acc_row) {
+                                *d += a;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // 3. Output transform, bias, and the write of each tile's valid pixels.
+    for q in 0..nq {
+        let lanes = L.min(tc - q * L);
+        for co in 0..c_out {
+            let mut mm = [[0.0f32; L]; POINTS];
+            for (xi, row) in mm.iter_mut().enumerate() {
+                row.copy_from_slice(&m[(xi * c_out + co) * tcp + q * L..][..L]);
+            }
+            let o = output_2d(&mm);
+            let bv = bias.map_or(0.0, |b| b[co]);
+            for lane in 0..lanes {
+                let (b, ty, tx) = geo.tile(t0 + q * L + lane);
+                let plane = (b * c_out + co) * oh * ow;
+                for i in 0..TILE.min(oh - ty * TILE) {
+                    let row = plane + (ty * TILE + i) * ow + tx * TILE;
+                    for j in 0..TILE.min(ow - tx * TILE) {
+                        assert!(row + j < out_len, "winograd: output index");
+                        // SAFETY: in bounds (asserted); pixel (ty*4+i, tx*4+j) of image b,
+                        // channel co belongs to tile t0 + q*L + lane of this chunk only.
+                        unsafe { *out.0.add(row + j) = o[4 * i + j][lane] + bv };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_avx2(
+    geo: &Geo,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    range: (usize, usize),
+    v: &mut [f32],
+    m: &mut [f32],
+    out: &SharedOut,
+    out_len: usize,
+    kernel: MicroKernel,
+) {
+    chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
+}
+
+fn chunk(
+    geo: &Geo,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    range: (usize, usize),
+    v: &mut [f32],
+    m: &mut [f32],
+    out: &SharedOut,
+    out_len: usize,
+) {
+    let kernel = gemm::micro_kernel();
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { chunk_avx2(geo, x, u, bias, range, v, m, out, out_len, kernel) };
+    }
+    chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
+}
+
+/// Tiles per chunk and number of chunks for `tiles` tiles: a point's V and M slices stay near
+/// 128 KiB, and the chunk count is a multiple of the thread count when there is enough work.
+fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
+    let cap = (32 * 1024 / channels.max(1) / L * L).clamp(L, 256);
+    let threads = threads.max(1);
+    let chunks = tiles.div_ceil(cap).next_multiple_of(threads).max(1);
+    let tc = tiles.div_ceil(chunks).next_multiple_of(L).max(L);
+    (tc, tiles.div_ceil(tc))
+}
+
+/// 3x3, stride-1 convolution of `x` (`g.input`) with transformed filters `u` (see
+/// [`transform_filters`]) into `out` (`g.output()`), adding `bias` per output channel.
+pub fn conv3x3(g: &ConvGeom, x: &[f32], u: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(applies(g), "winograd: not a 3x3 stride-1 convolution");
+    let [n, c_in, h, w] = g.input;
+    let [_, c_out, oh, ow] = g.output();
+    assert_eq!(x.len(), n * c_in * h * w, "winograd: input length");
+    assert_eq!(out.len(), n * c_out * oh * ow, "winograd: output length");
+    assert!(
+        u.len() >= transformed_len(c_out, c_in),
+        "winograd: transformed filters too short"
+    );
+    if let Some(b) = bias {
+        assert!(b.len() >= c_out, "winograd: bias too short");
+    }
+    if out.is_empty() {
+        return;
+    }
+    if c_in == 0 {
+        for (co, plane) in out.chunks_mut(oh * ow).enumerate() {
+            plane.fill(bias.map_or(0.0, |b| b[co % c_out]));
+        }
+        return;
+    }
+    let geo = Geo {
+        c_in,
+        c_out,
+        h,
+        w,
+        oh,
+        ow,
+        th: oh.div_ceil(TILE),
+        tw: ow.div_ceil(TILE),
+        pt: g.padding[0] as isize,
+        pl: g.padding[1] as isize,
+    };
+    let tiles = n * geo.th * geo.tw;
+    let (tc, chunks) = chunking(tiles, c_in.max(c_out), rayon::current_num_threads());
+    let out_len = out.len();
+    let shared = SharedOut(out.as_mut_ptr());
+    let shared = &shared;
+    let nq = tc.div_ceil(L);
+    (0..chunks).into_par_iter().for_each_init(
+        || {
+            (
+                vec![0.0f32; POINTS * nq * c_in * L],
+                vec![0.0f32; POINTS * c_out * nq * L],
+            )
+        },
+        |(v, m), k| {
+            let t0 = k * tc;
+            let range = (t0, tc.min(tiles - t0));
+            chunk(&geo, x, u, bias, range, v, m, shared, out_len);
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transforms_reproduce_a_one_dimensional_correlation() {
+        // F(4, 3) in 1-D: y[i] = sum_r d[i + r] g[r], through A^T [(G g) * (B^T d)].
+        let d = [0.5f32, -1.0, 2.0, 0.25, -0.75, 1.5];
+        let g = [0.3f32, -0.2, 0.7];
+        let gg = g3(&[g[0]], &[g[1]], &[g[2]]);
+        let dd = bt6([&[d[0]], &[d[1]], &[d[2]], &[d[3]], &[d[4]], &[d[5]]]);
+        let prod: Vec<[f32; 1]> = (0..6).map(|k| [gg[k][0] * dd[k][0]]).collect();
+        let y = at6([&prod[0], &prod[1], &prod[2], &prod[3], &prod[4], &prod[5]]);
+        for i in 0..4 {
+            let want: f32 = (0..3).map(|r| d[i + r] * g[r]).sum();
+            assert!(
+                (y[i][0] - want).abs() < 1e-5,
+                "y[{i}] = {} != {want}",
+                y[i][0]
+            );
+        }
+    }
+
+    #[test]
+    fn chunking_covers_every_tile() {
+        for (tiles, ch, threads) in [
+            (1, 3, 2),
+            (64, 512, 2),
+            (4096, 128, 2),
+            (17, 8, 3),
+            (1000, 64, 1),
+        ] {
+            let (tc, chunks) = chunking(tiles, ch, threads);
+            assert!(tc % L == 0 && tc * chunks >= tiles && tc * (chunks - 1) < tiles);
+        }
+    }
+}
