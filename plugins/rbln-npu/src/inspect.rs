@@ -50,13 +50,7 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
     }
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for st in &p.steps {
-        let mut k = st.op.kind_name().to_string();
-        if st.algo == crate::program::Algo::WinogradF4 {
-            k.push_str("[winograd-f4x4]");
-        }
-        if let Some(a) = st.activation {
-            k = format!("{k}+{}", format!("{a:?}").to_lowercase());
-        }
+        let k = crate::runtime::profile::kernel_label(st);
         *kinds.entry(k).or_default() += 1;
     }
     let _ = writeln!(s, "steps: {}", p.steps.len());

@@ -50,12 +50,100 @@ pub fn activate(kind: Activation, x: f32) -> f32 {
     }
 }
 
+/// `e^x` for `x` in about `[-87, 88]` (clamped outside), within ~2 ulp of the exact value:
+/// `2^n * p(r)` with `x = n ln 2 + r`, `|r| <= ln 2 / 2` and a degree-6 Taylor polynomial
+/// `p`. Written branch-free so that loops over it vectorize.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer (|x log2 e| < 2^22).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    p * scale
+}
+
+/// `x * sigmoid(x)` with [`exp_fast`].
+#[inline(always)]
+pub fn silu_fast(x: f32) -> f32 {
+    x / (1.0 + exp_fast(-x))
+}
+
+#[inline(always)]
+fn silu_slice_body(x: &[f32], out: &mut [f32]) {
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = silu_fast(v);
+    }
+}
+
+#[inline(always)]
+fn silu_inplace_body(x: &mut [f32]) {
+    for v in x {
+        *v = silu_fast(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_slice_avx2(x: &[f32], out: &mut [f32]) {
+    silu_slice_body(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_inplace_avx2(x: &mut [f32]) {
+    silu_inplace_body(x)
+}
+
+/// Whether the AVX2+FMA versions may run on this CPU (detected once).
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `out[i] = silu(x[i])` (vectorized with AVX2 when available).
+pub fn silu_slice(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "silu: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { silu_slice_avx2(x, out) };
+    }
+    silu_slice_body(x, out)
+}
+
+/// `x[i] = silu(x[i])` (vectorized with AVX2 when available).
+pub fn silu_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { silu_inplace_avx2(x) };
+    }
+    silu_inplace_body(x)
+}
+
 /// `out = act(x)`.
 pub fn activation(kind: Activation, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "activation: lengths");
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, i)| {
+            if kind == Activation::Silu {
+                return silu_slice(i, o);
+            }
             for (y, &v) in o.iter_mut().zip(i) {
                 *y = activate(kind, v);
             }
@@ -65,6 +153,9 @@ pub fn activation(kind: Activation, x: &[f32], out: &mut [f32]) {
 /// `x = act(x)` in place (fused epilogues).
 pub fn activation_inplace(kind: Activation, x: &mut [f32]) {
     x.par_chunks_mut(CHUNK).for_each(|c| {
+        if kind == Activation::Silu {
+            return silu_inplace(c);
+        }
         for v in c {
             *v = activate(kind, *v);
         }

@@ -107,8 +107,18 @@ impl NpuExecutable {
             inputs: &inputs,
             program: p,
         };
-        for s in 0..p.steps.len() {
-            run_step(s, &src, &mut arena, &mut workspace);
+        if super::profile::enabled() {
+            let mut times = Vec::with_capacity(p.steps.len());
+            for s in 0..p.steps.len() {
+                let t = std::time::Instant::now();
+                run_step(s, &src, &mut arena, &mut workspace);
+                times.push(t.elapsed());
+            }
+            eprint!("{}", super::profile::report(p, &times));
+        } else {
+            for s in 0..p.steps.len() {
+                run_step(s, &src, &mut arena, &mut workspace);
+            }
         }
         p.outputs
             .iter()

@@ -2,6 +2,7 @@
 //! resolved to slices (caller inputs, weights or arena ranges) and handed to a kernel.
 
 pub mod executable;
+pub mod profile;
 
 use crate::kernels::{conv, eltwise, layout, matmul, norm, winograd};
 use crate::program::{Algo, Def, Layout, Loc, Program, Step};

@@ -10,9 +10,10 @@
 
 use super::{Pass, ProgressFn};
 use crate::kernels::{gemm, winograd};
-use crate::program::{Algo, Def, Layout, Program, Value, Weight};
+use crate::program::{Algo, Def, Layout, Program, Value, ValueId, Weight};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
+use std::collections::HashMap;
 
 /// See the module docs.
 pub struct SelectWinograd;
@@ -72,9 +73,21 @@ impl Pass for SelectWinograd {
             })
             .collect();
         let total = candidates.len() as u64;
+        let is_candidate = {
+            let mut m = vec![false; p.steps.len()];
+            candidates.iter().for_each(|&s| m[s] = true);
+            m
+        };
+        // A weight several candidates share is converted (or copied) once.
+        let mut converted: HashMap<ValueId, ValueId> = HashMap::new();
         for (k, s) in candidates.into_iter().enumerate() {
             progress("select winograd", k as u64, total);
             let v = p.steps[s].inputs[1];
+            if let Some(&nv) = converted.get(&v) {
+                p.steps[s].inputs[1] = nv;
+                p.steps[s].algo = Algo::WinogradF4;
+                continue;
+            }
             let Def::Weight(wi) = p.values[v].def else {
                 continue;
             };
@@ -85,12 +98,16 @@ impl Pass for SelectWinograd {
                 c_in,
                 mr: gemm::MR,
             };
-            let only_here = !p.is_output(v) && uses[v].iter().all(|&(st, _)| st == s);
-            if only_here {
+            let only_candidates = !p.is_output(v)
+                && uses[v]
+                    .iter()
+                    .all(|&(st, slot)| slot == 1 && is_candidate[st]);
+            if only_candidates {
                 let wt = &mut p.weights[wi];
                 wt.len = data.len();
                 wt.data = data;
                 wt.layout = layout;
+                converted.insert(v, v);
             } else {
                 p.weights.push(Weight {
                     name: format!("{}#winograd", p.weights[wi].name),
@@ -103,6 +120,7 @@ impl Pass for SelectWinograd {
                     def: Def::Weight(p.weights.len() - 1),
                 });
                 p.steps[s].inputs[1] = p.values.len() - 1;
+                converted.insert(v, p.values.len() - 1);
             }
             p.steps[s].algo = Algo::WinogradF4;
         }
