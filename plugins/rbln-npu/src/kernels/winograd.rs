@@ -9,13 +9,18 @@
 //! Layouts (`p`: panel of [`MR`] output channels, `xi`: one of the 36 points, `q`: panel of [`NR`]
 //! tiles of a chunk):
 //! - taps, stored in the artifact, as large as the checkpoint weight:
-//!   `((p * c_in + ci) * 9 + k) * MR + i` for output channel `p * MR + i` and tap `k = 3 ky + kx`;
+//!   `((p * 9 + k) * c_in + ci) * MR + i` for output channel `p * MR + i` and tap `k = 3 ky + kx`
+//!   (tap-major, so that the filter transform runs on contiguous `(ci, i)` lanes);
 //! - U, the transformed filters, built per run in a workspace by [`transform_filters`] (4x the
 //!   size of the weight, so it is not stored): `((p * 36 + xi) * c_in + ci) * MR + i`, i.e. a
 //!   GEMM `A` panel of depth `c_in` for every `(p, xi)`;
-//! - V, the transformed input of one chunk of tiles: `((xi * nq + q) * c_in + ci) * NR + lane`,
+//! - V, the transformed input of one chunk of tiles: `xi * vs + (q * c_in + ci) * NR + lane`,
 //!   GEMM `B` panels;
-//! - M, the products of one chunk: `(xi * c_out + co) * tcp + t`.
+//! - M, the products of one chunk: `xi * ms + co * tcp + t`.
+//!
+//! The point strides `vs` and `ms` are padded by one cache line: unpadded they are often powers
+//! of two, and the 36 streams the transforms read and write would all map to the same cache
+//! sets.
 //!
 //! Tiles are processed in chunks (one per task), sized so that one point's slices of V and M
 //! stay in the L2 cache while all 36 GEMMs run; the transforms vectorize across the tiles of a
@@ -31,6 +36,8 @@ const POINTS: usize = 36;
 const L: usize = NR;
 /// Output tile edge.
 const TILE: usize = 4;
+/// Most tiles in one chunk (a multiple of `L`).
+const MAX_CHUNK: usize = 256;
 
 /// Floats of the stored taps layout of a `c_out x c_in x 3 x 3` weight (see [`pack_taps`]).
 pub fn taps_len(c_out: usize, c_in: usize) -> usize {
@@ -56,7 +63,7 @@ pub fn pack_taps(w: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
         let (p, i) = (co / MR, co % MR);
         for ci in 0..c_in {
             for k in 0..9 {
-                dst[((p * c_in + ci) * 9 + k) * MR + i] = w[(co * c_in + ci) * 9 + k];
+                dst[((p * 9 + k) * c_in + ci) * MR + i] = w[(co * c_in + ci) * 9 + k];
             }
         }
     }
@@ -183,18 +190,33 @@ fn output_2d<const N: usize>(m: &[[f32; N]; POINTS]) -> [[f32; N]; 16] {
     o
 }
 
+/// Filter transform of lanes `j .. j + N` of one panel (`row = c_in * MR` lanes per tap).
+#[inline(always)]
+fn transform_lanes<const N: usize>(taps: &[f32], row: usize, j: usize, u: &mut [f32]) {
+    let mut g = [[0.0f32; N]; 9];
+    for (k, gk) in g.iter_mut().enumerate() {
+        gk.copy_from_slice(&taps[k * row + j..][..N]);
+    }
+    let t = filter_2d(&g);
+    for (xi, r) in t.iter().enumerate() {
+        u[xi * row + j..][..N].copy_from_slice(r);
+    }
+}
+
 #[inline(always)]
 fn transform_filters_body(taps: &[f32], c_in: usize, u: &mut [f32]) {
-    // One panel of MR output channels: taps[(ci * 9 + k) * MR + i] -> u[(xi * c_in + ci) * MR + i].
-    for ci in 0..c_in {
-        let mut g = [[0.0f32; MR]; 9];
-        for (k, gk) in g.iter_mut().enumerate() {
-            gk.copy_from_slice(&taps[(ci * 9 + k) * MR..][..MR]);
-        }
-        let t = filter_2d(&g);
-        for (xi, row) in t.iter().enumerate() {
-            u[(xi * c_in + ci) * MR..][..MR].copy_from_slice(row);
-        }
+    // One panel of MR output channels: taps[k * row + j] -> u[xi * row + j] for the
+    // row = c_in * MR lanes j = ci * MR + i.
+    const WIDE: usize = 8 * MR;
+    let row = c_in * MR;
+    let mut j = 0;
+    while j + WIDE <= row {
+        transform_lanes::<WIDE>(taps, row, j, u);
+        j += WIDE;
+    }
+    while j < row {
+        transform_lanes::<MR>(taps, row, j, u);
+        j += MR;
     }
 }
 
@@ -290,6 +312,7 @@ fn chunk_body(
     } = *geo;
     let nq = tc.div_ceil(L);
     let tcp = nq * L;
+    let (vs, ms) = strides(c_in, c_out, nq);
     // 1. Input transform, one panel of L tiles at a time.
     for q in 0..nq {
         let lanes = L.min(tc - q * L);
@@ -330,7 +353,7 @@ fn chunk_body(
             }
             let t = input_2d(&d);
             for (xi, row) in t.iter().enumerate() {
-                v[((xi * nq + q) * c_in + ci) * L..][..L].copy_from_slice(row);
+                v[xi * vs + (q * c_in + ci) * L..][..L].copy_from_slice(row);
             }
         }
     }
@@ -342,10 +365,10 @@ fn chunk_body(
                 let a = &u[((p * POINTS + xi) * c_in + k0) * MR..][..kc * MR];
                 let rows = MR.min(c_out - p * MR);
                 for q in 0..nq {
-                    let b = &v[((xi * nq + q) * c_in + k0) * L..][..kc * L];
+                    let b = &v[xi * vs + (q * c_in + k0) * L..][..kc * L];
                     let acc = kernel(kc, a, b);
                     for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let dst = &mut m[(xi * c_out + p * MR + i) * tcp + q * L..][..L];
+                        let dst = &mut m[xi * ms + (p * MR + i) * tcp + q * L..][..L];
                         if k0 == 0 {
                             dst.copy_from_slice(acc_row);
                         } else {
@@ -358,26 +381,41 @@ fn chunk_body(
             }
         }
     }
-    // 3. Output transform, bias, and the write of each tile's valid pixels.
-    for q in 0..nq {
-        let lanes = L.min(tc - q * L);
-        for co in 0..c_out {
+    // 3. Output transform, bias, and the write of each tile's valid pixels. Channel-major, so
+    // that each of the 36 point streams of M is read sequentially.
+    // Per tile: (image, offset of the tile's first pixel in a plane, valid rows, columns).
+    let mut dest = [(0usize, 0usize, 0usize, 0usize); MAX_CHUNK];
+    for (t, d) in dest.iter_mut().enumerate().take(tc) {
+        let (b, ty, tx) = geo.tile(t0 + t);
+        *d = (
+            b,
+            ty * TILE * ow + tx * TILE,
+            TILE.min(oh - ty * TILE),
+            TILE.min(ow - tx * TILE),
+        );
+    }
+    for co in 0..c_out {
+        let bv = bias.map_or(0.0, |b| b[co]);
+        for q in 0..nq {
+            let lanes = L.min(tc - q * L);
             let mut mm = [[0.0f32; L]; POINTS];
             for (xi, row) in mm.iter_mut().enumerate() {
-                row.copy_from_slice(&m[(xi * c_out + co) * tcp + q * L..][..L]);
+                row.copy_from_slice(&m[xi * ms + co * tcp + q * L..][..L]);
             }
             let o = output_2d(&mm);
-            let bv = bias.map_or(0.0, |b| b[co]);
-            for lane in 0..lanes {
-                let (b, ty, tx) = geo.tile(t0 + q * L + lane);
-                let plane = (b * c_out + co) * oh * ow;
-                for i in 0..TILE.min(oh - ty * TILE) {
-                    let row = plane + (ty * TILE + i) * ow + tx * TILE;
-                    for j in 0..TILE.min(ow - tx * TILE) {
-                        assert!(row + j < out_len, "winograd: output index");
-                        // SAFETY: in bounds (asserted); pixel (ty*4+i, tx*4+j) of image b,
-                        // channel co belongs to tile t0 + q*L + lane of this chunk only.
-                        unsafe { *out.0.add(row + j) = o[4 * i + j][lane] + bv };
+            for (lane, &(b, first, rows, cols)) in
+                dest[q * L..].iter().enumerate().take(lanes)
+            {
+                let base = (b * c_out + co) * oh * ow + first;
+                assert!(
+                    base + (rows - 1) * ow + cols <= out_len,
+                    "winograd: output index"
+                );
+                for i in 0..rows {
+                    for j in 0..cols {
+                        // SAFETY: in bounds (asserted for the last pixel of the tile); the
+                        // tile's pixels of image b, channel co belong to this chunk only.
+                        unsafe { *out.0.add(base + i * ow + j) = o[4 * i + j][lane] + bv };
                     }
                 }
             }
@@ -422,10 +460,15 @@ fn chunk(
     chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
 }
 
+/// The padded point strides of V and M (see the module docs) for chunks of `nq` tile panels.
+fn strides(c_in: usize, c_out: usize, nq: usize) -> (usize, usize) {
+    (nq * c_in * L + L, c_out * nq * L + L)
+}
+
 /// Tiles per chunk and number of chunks for `tiles` tiles: a point's V and M slices stay near
 /// 128 KiB, and the chunk count is a multiple of the thread count when there is enough work.
 fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
-    let cap = (32 * 1024 / channels.max(1) / L * L).clamp(L, 256);
+    let cap = (32 * 1024 / channels.max(1) / L * L).clamp(L, MAX_CHUNK);
     let threads = threads.max(1);
     let chunks = tiles.div_ceil(cap).next_multiple_of(threads).max(1);
     let tc = tiles.div_ceil(chunks).next_multiple_of(L).max(L);
@@ -474,19 +517,30 @@ pub fn conv3x3(g: &ConvGeom, x: &[f32], u: &[f32], bias: Option<&[f32]>, out: &m
     let shared = SharedOut(out.as_mut_ptr());
     let shared = &shared;
     let nq = tc.div_ceil(L);
-    (0..chunks).into_par_iter().for_each_init(
-        || {
-            (
-                vec![0.0f32; POINTS * nq * c_in * L],
-                vec![0.0f32; POINTS * c_out * nq * L],
-            )
-        },
-        |(v, m), k| {
+    let (vs, ms) = strides(c_in, c_out, nq);
+    let (v_len, m_len) = (POINTS * vs, POINTS * ms);
+    (0..chunks).into_par_iter().for_each(|k| {
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let (v, m) = &mut *scratch;
+            // Grow-only per-thread buffers: no allocation once the widest layer has run.
+            if v.len() < v_len {
+                v.resize(v_len, 0.0);
+            }
+            if m.len() < m_len {
+                m.resize(m_len, 0.0);
+            }
             let t0 = k * tc;
             let range = (t0, tc.min(tiles - t0));
             chunk(&geo, x, u, bias, range, v, m, shared, out_len);
-        },
-    );
+        })
+    });
+}
+
+thread_local! {
+    /// Each worker thread's V and M buffers, kept between calls.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]

@@ -5,13 +5,18 @@ use crate::artifact;
 use crate::program::{Loc, Program};
 use plugin_api::tensor::shape_str;
 use plugin_api::{NamedTensor, PluginError, Tensor, TensorSpec};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// An executable: the verified plan and weights, shared immutably; every [`run`](Self::run)
-/// allocates its own arena.
+/// An arena and a workspace for one run.
+type Buffers = (Vec<f32>, Vec<f32>);
+
+/// An executable: the verified plan and weights, shared immutably. Every concurrent
+/// [`run`](Self::run) takes its own arena and workspace from a pool (allocated on first use and
+/// kept for later runs, so that steady-state runs allocate nothing large).
 #[derive(Debug, Clone)]
 pub struct NpuExecutable {
     program: Arc<Program>,
+    pool: Arc<Mutex<Vec<Buffers>>>,
 }
 
 impl NpuExecutable {
@@ -19,6 +24,7 @@ impl NpuExecutable {
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
         Ok(NpuExecutable {
             program: Arc::new(artifact::decode(bytes)?),
+            pool: Arc::default(),
         })
     }
 
@@ -101,8 +107,13 @@ impl NpuExecutable {
             .memory
             .as_ref()
             .expect("loaded programs have a memory plan");
-        let mut arena = vec![0.0f32; mem.arena_len];
-        let mut workspace = vec![0.0f32; p.workspace_len()];
+        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let (mut arena, mut workspace) = pooled.unwrap_or_else(|| {
+            (
+                vec![0.0f32; mem.arena_len],
+                vec![0.0f32; p.workspace_len()],
+            )
+        });
         let src = Sources {
             inputs: &inputs,
             program: p,
@@ -120,7 +131,8 @@ impl NpuExecutable {
                 run_step(s, &src, &mut arena, &mut workspace);
             }
         }
-        p.outputs
+        let outputs = p
+            .outputs
             .iter()
             .map(|o| {
                 let data = match mem.locs[o.value] {
@@ -131,6 +143,10 @@ impl NpuExecutable {
                 Tensor::new(p.values[o.value].shape.clone(), data)
                     .map(|t| NamedTensor::new(o.name.clone(), t))
             })
-            .collect()
+            .collect();
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push((arena, workspace));
+        }
+        outputs
     }
 }
