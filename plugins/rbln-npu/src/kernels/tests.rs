@@ -224,6 +224,9 @@ fn winograd_matches_reference_on_odd_shapes() {
         // Depth past one k block (KC = 256) and several chunks of tiles.
         ([1, 300, 12, 12], 14, [1, 1, 1, 1]),
         ([1, 16, 64, 48], 20, [1, 1, 1, 1]),
+        // Rows of 32 tiles, all interior: panels of 16 tiles side by side (the row-run gather).
+        ([1, 5, 10, 130], 3, [0, 0, 0, 0]),
+        ([2, 4, 14, 136], 7, [1, 1, 1, 1]),
     ];
     for (input, c_out, padding) in cases {
         let g = ConvGeom {

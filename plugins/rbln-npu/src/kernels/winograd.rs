@@ -324,28 +324,58 @@ fn chunk_body(
             let interior = iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= h as isize && ix0 + 6 <= w as isize;
             *o = (b * c_in * h * w, iy0, ix0, interior);
         }
+        // The common case: L interior tiles side by side in one tile row, so that input row r
+        // of lane l starts at `first + r * w + 4 l` (a stride-4 gather the compiler turns into
+        // wide loads and shuffles).
+        let (base0, iy00, ix00, _) = origin[0];
+        let row_run = lanes == L
+            && origin.iter().enumerate().all(|(l, &(b, iy, ix, inside))| {
+                inside && b == base0 && iy == iy00 && ix == ix00 + (TILE * l) as isize
+            });
+        let mut d = [[0.0f32; L]; POINTS];
         for ci in 0..c_in {
-            let mut d = [[0.0f32; L]; POINTS];
-            for (lane, &(base, iy0, ix0, interior)) in origin.iter().enumerate().take(lanes) {
-                let plane = &x[base + ci * h * w..][..h * w];
-                if interior {
-                    let at = iy0 as usize * w + ix0 as usize;
-                    for r in 0..6 {
-                        let row = &plane[at + r * w..][..6];
-                        for s in 0..6 {
-                            d[6 * r + s][lane] = row[s];
-                        }
+            if row_run {
+                let first = base0 + ci * h * w + iy00 as usize * w + ix00 as usize;
+                for r in 0..6 {
+                    let seg = &x[first + r * w..][..TILE * L + 2];
+                    let [d0, d1, d2, d3, d4, d5] = &mut d[6 * r..6 * r + 6] else {
+                        unreachable!("six rows")
+                    };
+                    for l in 0..L {
+                        d0[l] = seg[TILE * l];
+                        d1[l] = seg[TILE * l + 1];
+                        d2[l] = seg[TILE * l + 2];
+                        d3[l] = seg[TILE * l + 3];
                     }
-                } else {
-                    for r in 0..6 {
-                        let iy = iy0 + r as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
+                    // Columns 4 and 5 of tile l are columns 0 and 1 of tile l + 1.
+                    d4[..L - 1].copy_from_slice(&d0[1..]);
+                    d5[..L - 1].copy_from_slice(&d1[1..]);
+                    d4[L - 1] = seg[TILE * L];
+                    d5[L - 1] = seg[TILE * L + 1];
+                }
+            } else {
+                d = [[0.0f32; L]; POINTS];
+                for (lane, &(base, iy0, ix0, interior)) in origin.iter().enumerate().take(lanes) {
+                    let plane = &x[base + ci * h * w..][..h * w];
+                    if interior {
+                        let at = iy0 as usize * w + ix0 as usize;
+                        for r in 0..6 {
+                            let row = &plane[at + r * w..][..6];
+                            for s in 0..6 {
+                                d[6 * r + s][lane] = row[s];
+                            }
                         }
-                        for s in 0..6 {
-                            let ix = ix0 + s as isize;
-                            if ix >= 0 && ix < w as isize {
-                                d[6 * r + s][lane] = plane[iy as usize * w + ix as usize];
+                    } else {
+                        for r in 0..6 {
+                            let iy = iy0 + r as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for s in 0..6 {
+                                let ix = ix0 + s as isize;
+                                if ix >= 0 && ix < w as isize {
+                                    d[6 * r + s][lane] = plane[iy as usize * w + ix as usize];
+                                }
                             }
                         }
                     }
@@ -403,9 +433,7 @@ fn chunk_body(
                 row.copy_from_slice(&m[xi * ms + co * tcp + q * L..][..L]);
             }
             let o = output_2d(&mm);
-            for (lane, &(b, first, rows, cols)) in
-                dest[q * L..].iter().enumerate().take(lanes)
-            {
+            for (lane, &(b, first, rows, cols)) in dest[q * L..].iter().enumerate().take(lanes) {
                 let base = (b * c_out + co) * oh * ow + first;
                 assert!(
                     base + (rows - 1) * ow + cols <= out_len,

@@ -108,12 +108,8 @@ impl NpuExecutable {
             .as_ref()
             .expect("loaded programs have a memory plan");
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let (mut arena, mut workspace) = pooled.unwrap_or_else(|| {
-            (
-                vec![0.0f32; mem.arena_len],
-                vec![0.0f32; p.workspace_len()],
-            )
-        });
+        let (mut arena, mut workspace) = pooled
+            .unwrap_or_else(|| (vec![0.0f32; mem.arena_len], vec![0.0f32; p.workspace_len()]));
         let src = Sources {
             inputs: &inputs,
             program: p,
