@@ -136,6 +136,21 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let (min, median, max) = summary(&times);
     let rss = peak_rss_bytes();
+    // The work of the compiled graph this method runs, from the compiler's summary of it.
+    let gflop = if compiled {
+        let report = super::inspect::report(
+            registry,
+            &super::inspect::InspectArgs {
+                compiled_dir: args.model_dir.clone(),
+                compiler: args.backend.compiler.clone(),
+            },
+        )
+        .ok();
+        report.and_then(|r| work_gflop(&r, input_spec.name.as_str()))
+    } else {
+        None
+    };
+    let gflops = gflop.map(|g| g / median);
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -145,6 +160,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
             "model_dir": dir, "method": name, "input_shape": shape, "threads": threads,
             "runs": args.runs, "warmup": args.warmup, "load_s": load_s,
             "min_s": min, "median_s": median, "max_s": max, "times_s": times,
+            "gflop_per_call": gflop, "effective_gflops": gflops,
             "peak_rss_bytes": rss.map_or(Value::Null, Value::from),
         });
         println!("{v}");
@@ -154,6 +170,11 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
             "  {} runs after {} warm-up: min {min:.4} s, median {median:.4} s, max {max:.4} s",
             args.runs, args.warmup
         );
+        if let (Some(g), Some(r)) = (gflop, gflops) {
+            println!(
+                "  {g:.1} GFLOP per call (direct-convolution count): effective {r:.1} GFLOP/s at the median"
+            );
+        }
         if let Some(b) = rss {
             println!("  peak RSS {:.1} MiB", b as f64 / (1024.0 * 1024.0));
         }
@@ -161,9 +182,33 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `work per call: X GFLOP` of the part (in an `mlhost inspect` report) whose graph input
+/// is named `input`.
+fn work_gflop(report: &str, input: &str) -> Option<f64> {
+    let needle = format!("input  {input}:");
+    report
+        .split("\n== ")
+        .find(|part| part.lines().any(|l| l.starts_with(&needle)))?
+        .lines()
+        .find_map(|l| l.strip_prefix("work per call: "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_comes_from_the_part_with_the_input() {
+        let r = "cfg\n== encoder: e.rbln ==\ninput  x: [1, 3, 8, 8] f32\nwork per call: 1.500 GFLOP (...)\n\
+                 \n== decoder: d.rbln ==\ninput  z: [1, 4, 2, 2] f32\nwork per call: 2.250 GFLOP (...)\n";
+        assert_eq!(work_gflop(r, "x"), Some(1.5));
+        assert_eq!(work_gflop(r, "z"), Some(2.25));
+        assert_eq!(work_gflop(r, "w"), None);
+    }
 
     #[test]
     fn summary_of_odd_and_even_counts() {

@@ -57,9 +57,60 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
     for (k, n) in kinds {
         let _ = writeln!(s, "  {k}: {n}");
     }
+    let flops = crate::runtime::profile::program_flops(p);
+    let _ = writeln!(
+        s,
+        "work per call: {:.3} GFLOP (2 x multiply-adds of direct convolutions and matmuls)",
+        flops / 1e9
+    );
     let wbytes: usize = p.weights.iter().map(|w| w.len * 4).sum();
     let _ = writeln!(s, "weights: {} tensors, {}", p.weights.len(), mib(wbytes));
     let arena = p.memory.as_ref().map_or(0, |m| m.arena_len * 4);
     let _ = writeln!(s, "arena (peak activation memory): {}", mib(arena));
+    let _ = writeln!(
+        s,
+        "workspace (Winograd filters, per call): {}",
+        mib(p.workspace_len() * 4)
+    );
+    let _ = writeln!(
+        s,
+        "layers (kernel, output, GFLOP as direct, estimated share of the compute):"
+    );
+    let costs: Vec<f64> = p.steps.iter().map(|st| estimated_cycles(p, st)).collect();
+    let total: f64 = costs.iter().sum::<f64>().max(1.0);
+    for (st, c) in p.steps.iter().zip(&costs) {
+        let _ = writeln!(
+            s,
+            "  {:<34} {:<20} {:>8.3} {:>5.1}%  {}",
+            crate::runtime::profile::kernel_label(st),
+            shape_str(&p.values[st.output].shape),
+            crate::runtime::profile::step_flops(p, st) / 1e9,
+            100.0 * c / total,
+            st.name
+        );
+    }
     s
+}
+
+/// The compiler's cost estimate of a step in cycles: the `SelectWinograd` models for
+/// convolutions, multiply-adds at 16 per cycle for matmuls, and one cycle per 4 elements for
+/// memory-bound steps.
+fn estimated_cycles(p: &Program, st: &crate::program::Step) -> f64 {
+    use crate::compiler::passes::{direct_cost, winograd_cost};
+    use plugin_api::graph::Op;
+    let out = &p.values[st.output].shape;
+    let numel: usize = out.iter().product();
+    match &st.op {
+        Op::Conv2d(_) => {
+            let w = &p.values[st.inputs[1]].shape;
+            let pixels = out[2] * out[3];
+            if st.algo == crate::program::Algo::WinogradF4 {
+                winograd_cost(w[0], w[1], out[0] * out[2].div_ceil(4) * out[3].div_ceil(4))
+            } else {
+                direct_cost(w[0], w[1] * w[2] * w[3], pixels) * out[0] as f64
+            }
+        }
+        Op::Linear | Op::MatMul(_) => crate::runtime::profile::step_flops(p, st) / 32.0,
+        _ => numel as f64 / 4.0,
+    }
 }

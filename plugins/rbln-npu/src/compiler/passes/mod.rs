@@ -10,7 +10,7 @@ pub use fuse_group_norm_silu::FuseGroupNormSilu;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
 pub use plan_memory::PlanMemory;
-pub use select_winograd::SelectWinograd;
+pub use select_winograd::{direct_cost, winograd_cost, SelectWinograd};
 
 use crate::kernels::gemm;
 use crate::program::{Def, Layout, Program, Value, ValueId, Weight};

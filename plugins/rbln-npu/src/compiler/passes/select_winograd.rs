@@ -18,10 +18,10 @@ use std::collections::HashMap;
 /// See the module docs.
 pub struct SelectWinograd;
 
-/// Estimated cycles of the im2col GEMM convolution.
-pub fn direct_cost(c_out: usize, c_in: usize, pixels: usize) -> f64 {
+/// Estimated cycles of the im2col GEMM convolution of one image (`depth = c_in * KH * KW`).
+pub fn direct_cost(c_out: usize, depth: usize, pixels: usize) -> f64 {
     let rows = c_out.next_multiple_of(gemm::MR) as f64;
-    rows * (c_in * 9) as f64 * pixels.next_multiple_of(gemm::NR) as f64 / 16.0
+    rows * depth as f64 * pixels.next_multiple_of(gemm::NR) as f64 / 16.0
 }
 
 /// Estimated cycles of the Winograd convolution with `tiles` 4x4 output tiles.
@@ -68,7 +68,7 @@ impl Pass for SelectWinograd {
                     && {
                         let tiles = os[0] * os[2].div_ceil(4) * os[3].div_ceil(4);
                         winograd_cost(ws[0], ws[1], tiles)
-                            < direct_cost(ws[0], ws[1], os[2] * os[3]) * os[0] as f64
+                            < direct_cost(ws[0], ws[1] * 9, os[2] * os[3]) * os[0] as f64
                     }
             })
             .collect();
@@ -137,10 +137,10 @@ mod tests {
     #[test]
     fn cost_model_prefers_winograd_for_wide_layers_only() {
         // A VAE's 128-channel 256x256 convolution: Winograd is several times cheaper.
-        let d = direct_cost(128, 128, 256 * 256);
+        let d = direct_cost(128, 128 * 9, 256 * 256);
         let w = winograd_cost(128, 128, 64 * 64);
         assert!(w * 3.0 < d, "{w} vs {d}");
         // One input and one output channel: the transforms dominate.
-        assert!(winograd_cost(1, 1, 64 * 64) > direct_cost(1, 1, 256 * 256));
+        assert!(winograd_cost(1, 1, 64 * 64) > direct_cost(1, 9, 256 * 256));
     }
 }
