@@ -15,14 +15,52 @@ use plugin_api::{
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// One compiled graph: its artifact bytes and, when runtimes are created, the loaded executable.
+/// One compiled graph: its artifact and, when runtimes are created, the loaded executable.
 pub(crate) struct Part {
     /// `encoder` or `decoder`.
     pub name: &'static str,
     pub input: TensorSpec,
     pub output: TensorSpec,
-    artifact: Vec<u8>,
+    artifact: Artifact,
     exe: Option<ExecutableBox>,
+}
+
+/// Where a part's artifact bytes are, for `save_pretrained`.
+enum Artifact {
+    /// Compiled in this process.
+    InMemory(Vec<u8>),
+    /// Loaded from a compiled directory: the bytes are not kept (the runtime holds its own
+    /// copy of the weights, and a second one would double the memory of a loaded model);
+    /// `save_pretrained` reads the file again and checks it is still the same.
+    OnDisk {
+        path: std::path::PathBuf,
+        len: usize,
+        crc32: u32,
+    },
+}
+
+impl Artifact {
+    fn bytes(&self) -> Result<Vec<u8>, PluginError> {
+        match self {
+            Artifact::InMemory(b) => Ok(b.clone()),
+            Artifact::OnDisk { path, len, crc32 } => {
+                let b = std::fs::read(path).map_err(|e| {
+                    PluginError::invalid(format!(
+                        "cannot read {} again to save it: {e}",
+                        path.display()
+                    ))
+                })?;
+                if b.len() != *len || crc32fast::hash(&b) != *crc32 {
+                    return Err(PluginError::invalid(format!(
+                        "{} changed on disk since the model was loaded from it; load the model \
+                         again (or recompile) before saving",
+                        path.display()
+                    )));
+                }
+                Ok(b)
+            }
+        }
+    }
 }
 
 /// A compiled diffusers `AutoencoderKL`: `encode` (when compiled with `uses_encoder`) and
@@ -65,6 +103,7 @@ fn load_part(
     create_runtime: bool,
     name: &'static str,
     artifact: Vec<u8>,
+    source: Option<std::path::PathBuf>,
     (input, output): (TensorSpec, TensorSpec),
 ) -> Result<Part, PluginError> {
     let exe = if create_runtime {
@@ -92,6 +131,14 @@ fn load_part(
         Some(exe)
     } else {
         None
+    };
+    let artifact = match source {
+        Some(path) => Artifact::OnDisk {
+            path,
+            len: artifact.len(),
+            crc32: crc32fast::hash(&artifact),
+        },
+        None => Artifact::InMemory(artifact),
     };
     Ok(Part {
         name,
@@ -171,7 +218,14 @@ impl RBLNAutoencoderKL {
                 .into_vec();
             let io = specs(&rc, &model.config, p.name);
             let create = rc.runtime.create_runtimes;
-            parts.push(load_part(&backend.device, create, p.name, artifact, io)?);
+            parts.push(load_part(
+                &backend.device,
+                create,
+                p.name,
+                artifact,
+                None,
+                io,
+            )?);
         }
         Self::assemble(rc, model.config, parts, &backend)
     }
@@ -244,11 +298,13 @@ impl RBLNAutoencoderKL {
             let file = format!("{}.{ext}", p.name);
             let artifact = read(&file)?;
             let io = specs(&rc, &vae, p.name);
+            let source = std::path::absolute(dir.join(&file)).unwrap_or_else(|_| dir.join(&file));
             let part = load_part(
                 &backend.device,
                 rc.runtime.create_runtimes,
                 p.name,
                 artifact,
+                Some(source),
                 io,
             )
             .map_err(|e| e.context(dir.join(&file).display()))?;
@@ -265,7 +321,7 @@ impl RBLNAutoencoderKL {
         for part in self.encoder.iter().chain([&self.decoder]) {
             files.push((
                 format!("{}.{}", part.name, self.extension),
-                part.artifact.clone(),
+                part.artifact.bytes()?,
             ));
         }
         files.push((

@@ -98,6 +98,30 @@ fn save_load_round_trip() {
         assert_eq!(loaded.decode(&z).unwrap(), want);
         assert!(loaded.encode(&io("x")).is_ok());
     }
+    // A loaded model saves the files it was loaded from (read again, not kept in memory)...
+    let loaded = compile(&out, Export::No, Value::Null).unwrap();
+    let again = root.path().join("again");
+    loaded.save_pretrained(&again).unwrap();
+    for f in ["encoder.ref", "decoder.ref"] {
+        assert_eq!(
+            std::fs::read(again.join(f)).unwrap(),
+            std::fs::read(out.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // ...and refuses, naming the file, when one changed on disk since it was loaded.
+    let mut bytes = std::fs::read(again.join("decoder.ref")).unwrap();
+    let reloaded = compile(&again, Export::No, Value::Null).unwrap();
+    bytes.push(b' ');
+    std::fs::write(again.join("decoder.ref"), &bytes).unwrap();
+    let e = reloaded
+        .save_pretrained(root.path().join("third"))
+        .unwrap_err();
+    assert!(
+        e.message().contains("decoder.ref") && e.message().contains("changed on disk"),
+        "{e}"
+    );
+    assert!(!root.path().join("third").exists(), "nothing written");
     // Frozen compile-time field.
     let e = compile(&out, Export::No, json!({"batch_size": 1}))
         .err()
