@@ -76,15 +76,22 @@ impl Im2col<'_> {
                         row[hi..].fill(0.0);
                     }
                 } else {
-                    for (jj, r) in row[..width].iter_mut().enumerate() {
-                        let ix = ix0 + (jj * sw) as isize;
-                        *r = if ix >= 0 && (ix as usize) < w {
-                            line[ix as usize]
-                        } else {
-                            0.0
-                        };
+                    // Columns jj with 0 <= ix0 + jj * sw < w read line[ix0 + jj * sw].
+                    let s = sw as isize;
+                    let lo = ((-ix0).max(0) + s - 1) / s;
+                    let hi = ((w as isize - ix0 + s - 1) / s).max(0);
+                    let (lo, hi) = (
+                        (lo as usize).min(width),
+                        (hi as usize).clamp(lo as usize, width),
+                    );
+                    row[..lo].fill(0.0);
+                    if hi > lo {
+                        let src = (ix0 + (lo * sw) as isize) as usize;
+                        for (r, &v) in row[lo..hi].iter_mut().zip(line[src..].iter().step_by(sw)) {
+                            *r = v;
+                        }
                     }
-                    row[width..].fill(0.0);
+                    row[hi..].fill(0.0);
                 }
             }
             kx += 1;

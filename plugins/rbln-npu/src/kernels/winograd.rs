@@ -424,6 +424,15 @@ fn chunk_body(
             TILE.min(ow - tx * TILE),
         );
     }
+    // Panels of L full 4x4 tiles side by side in one tile row write 4 runs of 4 L pixels.
+    let mut full_run = [false; MAX_CHUNK / L];
+    for (q, run) in full_run.iter_mut().enumerate().take(nq) {
+        let d = &dest[q * L..q * L + L];
+        *run = (q + 1) * L <= tc
+            && d.iter().enumerate().all(|(l, &(b, first, rows, cols))| {
+                b == d[0].0 && rows == TILE && cols == TILE && first == d[0].1 + TILE * l
+            });
+    }
     for co in 0..c_out {
         let bv = bias.map_or(0.0, |b| b[co]);
         for q in 0..nq {
@@ -433,6 +442,29 @@ fn chunk_body(
                 row.copy_from_slice(&m[xi * ms + co * tcp + q * L..][..L]);
             }
             let o = output_2d(&mm);
+            if full_run[q] {
+                let (b, first, _, _) = dest[q * L];
+                let base = (b * c_out + co) * oh * ow + first;
+                assert!(
+                    base + 3 * ow + TILE * L <= out_len,
+                    "winograd: output index"
+                );
+                for i in 0..TILE {
+                    // SAFETY: in bounds (asserted for the last row); these 4 L pixels of row
+                    // i belong to this panel's tiles, which no other chunk covers.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.0.add(base + i * ow), TILE * L)
+                    };
+                    let [o0, o1, o2, o3] = [&o[4 * i], &o[4 * i + 1], &o[4 * i + 2], &o[4 * i + 3]];
+                    for l in 0..L {
+                        dst[4 * l] = o0[l] + bv;
+                        dst[4 * l + 1] = o1[l] + bv;
+                        dst[4 * l + 2] = o2[l] + bv;
+                        dst[4 * l + 3] = o3[l] + bv;
+                    }
+                }
+                continue;
+            }
             for (lane, &(b, first, rows, cols)) in dest[q * L..].iter().enumerate().take(lanes) {
                 let base = (b * c_out + co) * oh * ow + first;
                 assert!(
