@@ -148,6 +148,11 @@ pub struct Step {
     /// The kernel (set by the `SelectWinograd` pass).
     #[serde(default)]
     pub algo: Algo,
+    /// The step reads operand 0 through a nearest-neighbour 2x upsampling, folded into its
+    /// input indexing by the `FoldUpsample` pass (Winograd convolutions only): operand 0 is the
+    /// low-resolution tensor and the op sees it at twice its height and width.
+    #[serde(default)]
+    pub upsample_input: bool,
 }
 
 /// Where a value lives at run time.
@@ -364,6 +369,21 @@ impl Program {
                     return Err(ctx(
                         "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in the Winograd taps layout".into(),
                     ));
+                }
+            }
+            let doubled;
+            if step.upsample_input {
+                match shapes.first() {
+                    Some(&[n, c, h, w]) if step.algo == Algo::WinogradF4 => {
+                        doubled = [*n, *c, 2 * h, 2 * w];
+                        shapes[0] = &doubled;
+                    }
+                    _ => {
+                        return Err(ctx(
+                            "only Winograd convolutions of a 4-D input can fold an upsampling"
+                                .into(),
+                        ))
+                    }
                 }
             }
             let out = infer_node_shape(&step.op, &shapes).map_err(ctx)?;

@@ -354,9 +354,11 @@ fn checksummed_but_inconsistent_plan_is_rejected() {
     assert!(e.message().contains("conv1.weight"), "{e}");
 }
 
-/// Two 3x3 stride-1 convolutions sharing one weight, a 1x1 convolution and a strided 3x3
-/// convolution: `SelectWinograd` takes the first two only (the shared weight is stored once in
-/// the taps layout), and with the option off none; both programs match the reference.
+/// Two 3x3 stride-1 convolutions sharing one weight (the second reading a 2x upsampling), a
+/// 1x1 convolution and a strided 3x3 convolution: `SelectWinograd` takes the first two only
+/// (the shared weight is stored once in the taps layout) and `FoldUpsample` folds the
+/// upsampling into the second; with the option off neither happens; both programs match the
+/// reference.
 #[test]
 fn select_winograd_on_a_small_graph() {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
@@ -372,7 +374,8 @@ fn select_winograd_on_a_small_graph() {
     let cw1 = g.constant("proj.weight", vec![c, c, 1, 1], w1.clone());
     let cws = g.constant("down.weight", vec![c, c, 3, 3], ws.clone());
     let a = g.conv2d("a", xi, cw3, Some(cb3), [1, 1], [1, 1, 1, 1]);
-    let b = g.conv2d("b", a, cw3, None, [1, 1], [1, 1, 1, 1]);
+    let au = g.upsample_nearest_2x("up", a);
+    let b = g.conv2d("b", au, cw3, None, [1, 1], [1, 1, 1, 1]);
     let p = g.conv2d("p", b, cw1, None, [1, 1], [0, 0, 0, 0]);
     let d = g.conv2d("d", p, cws, None, [2, 2], [0, 0, 1, 1]);
     g.output("y", d);
@@ -386,9 +389,11 @@ fn select_winograd_on_a_small_graph() {
         padding,
     };
     let ya = r::conv2d(&geom([1, c, h, w], 3, 1, [1; 4]), &x, &w3, Some(&b3));
-    let yb = r::conv2d(&geom([1, c, h, w], 3, 1, [1; 4]), &ya, &w3, None);
-    let yp = r::conv2d(&geom([1, c, h, w], 1, 1, [0; 4]), &yb, &w1, None);
-    let want = r::conv2d(&geom([1, c, h, w], 3, 2, [0, 0, 1, 1]), &yp, &ws, None);
+    let yu = r::upsample_nearest_2x(&ya, c, h, w);
+    let (h2, w2) = (2 * h, 2 * w);
+    let yb = r::conv2d(&geom([1, c, h2, w2], 3, 1, [1; 4]), &yu, &w3, None);
+    let yp = r::conv2d(&geom([1, c, h2, w2], 1, 1, [0; 4]), &yb, &w1, None);
+    let want = r::conv2d(&geom([1, c, h2, w2], 3, 2, [0, 0, 1, 1]), &yp, &ws, None);
 
     for (options, winograd_steps) in [("", vec!["a", "b"]), (r#"{"winograd": false}"#, vec![])] {
         let bytes = compile_graph(graph.clone(), options).unwrap();
@@ -401,6 +406,16 @@ fn select_winograd_on_a_small_graph() {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(chosen, winograd_steps, "options {options:?}");
+        let folded = !winograd_steps.is_empty();
+        assert_eq!(
+            p.steps.iter().any(|s| s.name == "up"),
+            !folded,
+            "the upsampling is a step of its own only without Winograd"
+        );
+        assert_eq!(
+            p.steps.iter().any(|s| s.name == "b" && s.upsample_input),
+            folded
+        );
         let taps = p
             .weights
             .iter()

@@ -59,6 +59,7 @@ pub fn lower(graph: Graph, node_shapes: Vec<Vec<usize>>, target: Target) -> Prog
             output: values.len() - 1,
             activation: None,
             algo: Default::default(),
+            upsample_input: false,
         });
     }
     let outputs = graph

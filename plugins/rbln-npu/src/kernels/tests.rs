@@ -245,7 +245,7 @@ fn winograd_matches_reference_on_odd_shapes() {
         for bias in [Some(b.as_slice()), None] {
             let want = reference::conv2d(&g, &x, &w, bias);
             let mut got = vec![f32::NAN; want.len()];
-            winograd::conv3x3(&g, &x, &u, bias, &mut got);
+            winograd::conv3x3(&g, &x, false, &u, bias, &mut got);
             // Sums of up to 9 * 300 products of magnitude <= 1: allow for the transforms'
             // rounding relative to the size of the sums.
             let scale = (input[1] as f32 * 9.0).sqrt();
@@ -272,4 +272,41 @@ fn fast_exp_is_within_a_few_ulp_over_its_range() {
         assert!(eltwise::silu_fast(x).is_finite());
     }
     assert_eq!(eltwise::silu_fast(0.0), 0.0);
+}
+
+#[test]
+fn winograd_reads_through_a_folded_upsampling() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // Low-resolution inputs; the convolution sees them upsampled 2x. Rows of 64 logical
+    // columns give panels of 16 interior tiles (the row-run gather), the borders the rest.
+    for (low, c_out, padding) in [
+        ([1, 6, 5, 7], 5, [1, 1, 1, 1]),
+        ([2, 3, 9, 40], 4, [1, 1, 1, 1]),
+        ([1, 4, 6, 33], 3, [0, 0, 0, 0]),
+    ] {
+        let [n, c, h, w] = low;
+        let x = rand_vec(&mut rng, n * c * h * w);
+        let up = reference::upsample_nearest_2x(&x, n * c, h, w);
+        let g = ConvGeom {
+            input: [n, c, 2 * h, 2 * w],
+            c_out,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding,
+        };
+        let wt = rand_vec(&mut rng, c_out * g.depth());
+        let b = rand_vec(&mut rng, c_out);
+        let taps = winograd::pack_taps(&wt, c_out, c);
+        let mut u = vec![0.0; winograd::transformed_len(c_out, c)];
+        winograd::transform_filters(&taps, c_out, c, &mut u);
+        let want = reference::conv2d(&g, &up, &wt, Some(&b));
+        let mut got = vec![f32::NAN; want.len()];
+        winograd::conv3x3(&g, &x, true, &u, Some(&b), &mut got);
+        assert_close(
+            &got,
+            &want,
+            2e-5 * (c as f32 * 9.0).sqrt(),
+            &format!("{low:?}"),
+        );
+    }
 }

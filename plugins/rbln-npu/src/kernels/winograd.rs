@@ -270,6 +270,9 @@ struct Geo {
     tw: usize,
     pt: isize,
     pl: isize,
+    /// The input is stored at half the height and width and read through a nearest 2x
+    /// upsampling (`h` and `w` are the upsampled sizes).
+    up: bool,
 }
 
 impl Geo {
@@ -313,6 +316,7 @@ fn chunk_body(
     let nq = tc.div_ceil(L);
     let tcp = nq * L;
     let (vs, ms) = strides(c_in, c_out, nq);
+    let plane_len = if geo.up { h * w / 4 } else { h * w };
     // 1. Input transform, one panel of L tiles at a time.
     for q in 0..nq {
         let lanes = L.min(tc - q * L);
@@ -322,7 +326,7 @@ fn chunk_body(
             let iy0 = (ty * TILE) as isize - geo.pt;
             let ix0 = (tx * TILE) as isize - geo.pl;
             let interior = iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= h as isize && ix0 + 6 <= w as isize;
-            *o = (b * c_in * h * w, iy0, ix0, interior);
+            *o = (b * c_in * plane_len, iy0, ix0, interior);
         }
         // The common case: L interior tiles side by side in one tile row, so that input row r
         // of lane l starts at `first + r * w + 4 l` (a stride-4 gather the compiler turns into
@@ -333,11 +337,23 @@ fn chunk_body(
                 inside && b == base0 && iy == iy00 && ix == ix00 + (TILE * l) as isize
             });
         let mut d = [[0.0f32; L]; POINTS];
+        let mut seg_buf = [0.0f32; TILE * L + 2];
         for ci in 0..c_in {
+            let plane = &x[base0 + ci * plane_len..][..plane_len];
             if row_run {
-                let first = base0 + ci * h * w + iy00 as usize * w + ix00 as usize;
                 for r in 0..6 {
-                    let seg = &x[first + r * w..][..TILE * L + 2];
+                    let iy = iy00 as usize + r;
+                    let ix = ix00 as usize;
+                    let seg: &[f32] = if geo.up {
+                        // Logical column k of the upsampled row is low-resolution column k / 2.
+                        let low = &plane[(iy / 2) * (w / 2)..][..w / 2];
+                        for (k, v) in seg_buf.iter_mut().enumerate() {
+                            *v = low[(ix + k) / 2];
+                        }
+                        &seg_buf
+                    } else {
+                        &plane[iy * w + ix..][..TILE * L + 2]
+                    };
                     let [d0, d1, d2, d3, d4, d5] = &mut d[6 * r..6 * r + 6] else {
                         unreachable!("six rows")
                     };
@@ -356,8 +372,8 @@ fn chunk_body(
             } else {
                 d = [[0.0f32; L]; POINTS];
                 for (lane, &(base, iy0, ix0, interior)) in origin.iter().enumerate().take(lanes) {
-                    let plane = &x[base + ci * h * w..][..h * w];
-                    if interior {
+                    let plane = &x[base + ci * plane_len..][..plane_len];
+                    if interior && !geo.up {
                         let at = iy0 as usize * w + ix0 as usize;
                         for r in 0..6 {
                             let row = &plane[at + r * w..][..6];
@@ -374,7 +390,12 @@ fn chunk_body(
                             for s in 0..6 {
                                 let ix = ix0 + s as isize;
                                 if ix >= 0 && ix < w as isize {
-                                    d[6 * r + s][lane] = plane[iy as usize * w + ix as usize];
+                                    let (iy, ix) = (iy as usize, ix as usize);
+                                    d[6 * r + s][lane] = if geo.up {
+                                        plane[(iy / 2) * (w / 2) + ix / 2]
+                                    } else {
+                                        plane[iy * w + ix]
+                                    };
                                 }
                             }
                         }
@@ -537,11 +558,25 @@ fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
 
 /// 3x3, stride-1 convolution of `x` (`g.input`) with transformed filters `u` (see
 /// [`transform_filters`]) into `out` (`g.output()`), adding `bias` per output channel.
-pub fn conv3x3(g: &ConvGeom, x: &[f32], u: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+///
+/// With `upsampled`, `x` holds the input at half of `g.input`'s (even) height and width and is
+/// read through a nearest-neighbour 2x upsampling.
+pub fn conv3x3(
+    g: &ConvGeom,
+    x: &[f32],
+    upsampled: bool,
+    u: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     assert!(applies(g), "winograd: not a 3x3 stride-1 convolution");
     let [n, c_in, h, w] = g.input;
     let [_, c_out, oh, ow] = g.output();
-    assert_eq!(x.len(), n * c_in * h * w, "winograd: input length");
+    if upsampled {
+        assert!(h % 2 == 0 && w % 2 == 0, "winograd: odd upsampled size");
+    }
+    let stored = if upsampled { h * w / 4 } else { h * w };
+    assert_eq!(x.len(), n * c_in * stored, "winograd: input length");
     assert_eq!(out.len(), n * c_out * oh * ow, "winograd: output length");
     assert!(
         u.len() >= transformed_len(c_out, c_in),
@@ -570,6 +605,7 @@ pub fn conv3x3(g: &ConvGeom, x: &[f32], u: &[f32], bias: Option<&[f32]>, out: &m
         tw: ow.div_ceil(TILE),
         pt: g.padding[0] as isize,
         pl: g.padding[1] as isize,
+        up: upsampled,
     };
     let tiles = n * geo.th * geo.tw;
     let (tc, chunks) = chunking(tiles, c_in.max(c_out), rayon::current_num_threads());

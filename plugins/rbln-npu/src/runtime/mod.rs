@@ -73,8 +73,9 @@ fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32], workspace:
     match &step.op {
         Op::Conv2d(c) => {
             let (x, w) = (shape(0), shape(1));
+            let up = if step.upsample_input { 2 } else { 1 };
             let g = conv::ConvGeom {
-                input: [x[0], x[1], x[2], x[3]],
+                input: [x[0], x[1], up * x[2], up * x[3]],
                 c_out: w[0],
                 kernel: [w[2], w[3]],
                 stride: c.stride,
@@ -84,7 +85,7 @@ fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32], workspace:
             if step.algo == Algo::WinogradF4 {
                 let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];
                 winograd::transform_filters(ins[1], w[0], w[1], u);
-                winograd::conv3x3(&g, ins[0], u, bias, out);
+                winograd::conv3x3(&g, ins[0], step.upsample_input, u, bias, out);
             } else if packed(p, step, 1) {
                 conv::conv2d_packed(&g, ins[0], ins[1], bias, out);
             } else {

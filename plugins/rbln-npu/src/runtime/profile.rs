@@ -45,6 +45,9 @@ pub fn kernel_label(step: &Step) -> String {
     if step.algo == Algo::WinogradF4 {
         k.push_str("[winograd-f4x4]");
     }
+    if step.upsample_input {
+        k = format!("upsample2x+{k}");
+    }
     if let Some(a) = step.activation {
         k = format!("{k}+{}", format!("{a:?}").to_lowercase());
     }

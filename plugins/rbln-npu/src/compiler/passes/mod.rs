@@ -1,11 +1,13 @@
 //! The optimization passes, one struct per file, run in the order of [`pipeline`].
 
+mod fold_upsample;
 mod fuse_group_norm_silu;
 mod pack_conv_weights;
 mod pack_linear_weights;
 mod plan_memory;
 mod select_winograd;
 
+pub use fold_upsample::FoldUpsample;
 pub use fuse_group_norm_silu::FuseGroupNormSilu;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
@@ -29,13 +31,15 @@ pub trait Pass {
     fn run(&self, p: &mut Program, progress: ProgressFn<'_>) -> Result<(), PluginError>;
 }
 
-/// Every pass, in order. `SelectWinograd` runs before `PackConvWeights` (which packs only the
+/// Every pass, in order. `SelectWinograd` runs before `FoldUpsample` (which folds only into
+/// Winograd convolutions) and before `PackConvWeights` (which packs only the
 /// convolution weights still plain); `PlanMemory` must stay last: the others invalidate memory
 /// plans.
 pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FuseGroupNormSilu),
         Box::new(SelectWinograd),
+        Box::new(FoldUpsample),
         Box::new(PackConvWeights),
         Box::new(PackLinearWeights),
         Box::new(PlanMemory),

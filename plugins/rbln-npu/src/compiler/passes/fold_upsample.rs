@@ -1,0 +1,53 @@
+//! Folds a nearest-neighbour 2x upsampling into the Winograd convolution that reads it: the
+//! convolution gathers its input tiles straight from the low-resolution tensor, so the 4x
+//! larger upsampled tensor is never written, read or allocated.
+
+use super::{Pass, ProgressFn};
+use crate::program::{Algo, Def, Program};
+use plugin_api::graph::Op;
+use plugin_api::PluginError;
+
+/// See the module docs.
+pub struct FoldUpsample;
+
+impl Pass for FoldUpsample {
+    fn name(&self) -> &'static str {
+        "FoldUpsample"
+    }
+    fn run(&self, p: &mut Program, _progress: ProgressFn<'_>) -> Result<(), PluginError> {
+        let uses = p.uses();
+        let mut remove = vec![false; p.steps.len()];
+        for s in 0..p.steps.len() {
+            let st = &p.steps[s];
+            if st.algo != Algo::WinogradF4 || st.upsample_input {
+                continue;
+            }
+            let Some(&x) = st.inputs.first() else {
+                continue;
+            };
+            let Def::Step(u) = p.values[x].def else {
+                continue;
+            };
+            let up = &p.steps[u];
+            let only_reader = matches!(uses[x][..], [(r, 0)] if r == s);
+            if !matches!(up.op, Op::UpsampleNearest2x)
+                || up.activation.is_some()
+                || !only_reader
+                || p.is_output(x)
+            {
+                continue;
+            }
+            let low = up.inputs[0];
+            p.steps[s].inputs[0] = low;
+            p.steps[s].upsample_input = true;
+            remove[u] = true;
+        }
+        let mut i = 0;
+        p.steps.retain(|_| {
+            i += 1;
+            !remove[i - 1]
+        });
+        p.compact();
+        Ok(())
+    }
+}
