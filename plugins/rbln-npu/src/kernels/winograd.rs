@@ -328,31 +328,46 @@ fn chunk_body(
             let interior = iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= h as isize && ix0 + 6 <= w as isize;
             *o = (b * c_in * plane_len, iy0, ix0, interior);
         }
-        // The common case: L interior tiles side by side in one tile row, so that input row r
-        // of lane l starts at `first + r * w + 4 l` (a stride-4 gather the compiler turns into
-        // wide loads and shuffles).
+        // The common case: L tiles side by side in one tile row, so that input row r of lane l
+        // starts 4 l columns after lane 0's (a stride-4 gather the compiler turns into wide
+        // loads and shuffles).
         let (base0, iy00, ix00, _) = origin[0];
         let row_run = lanes == L
-            && origin.iter().enumerate().all(|(l, &(b, iy, ix, inside))| {
-                inside && b == base0 && iy == iy00 && ix == ix00 + (TILE * l) as isize
+            && origin.iter().enumerate().all(|(l, &(b, iy, ix, _))| {
+                b == base0 && iy == iy00 && ix == ix00 + (TILE * l) as isize
             });
+        // Whether the panel's 6 x (4 L + 2) input window lies inside the image (else rows
+        // and columns outside it read as the convolution's zero padding).
+        let inside = iy00 >= 0
+            && ix00 >= 0
+            && iy00 + 6 <= h as isize
+            && ix00 + (TILE * L + 2) as isize <= w as isize;
         let mut d = [[0.0f32; L]; POINTS];
         let mut seg_buf = [0.0f32; TILE * L + 2];
         for ci in 0..c_in {
             let plane = &x[base0 + ci * plane_len..][..plane_len];
             if row_run {
                 for r in 0..6 {
-                    let iy = iy00 as usize + r;
-                    let ix = ix00 as usize;
-                    let seg: &[f32] = if geo.up {
-                        // Logical column k of the upsampled row is low-resolution column k / 2.
-                        let low = &plane[(iy / 2) * (w / 2)..][..w / 2];
+                    let iy = iy00 + r as isize;
+                    let seg: &[f32] = if iy < 0 || iy >= h as isize {
+                        seg_buf.fill(0.0);
+                        &seg_buf
+                    } else if inside && !geo.up {
+                        &plane[iy as usize * w + ix00 as usize..][..TILE * L + 2]
+                    } else {
+                        // Logical column ix of the (upsampled) row; zero outside the image.
+                        let iy = iy as usize;
                         for (k, v) in seg_buf.iter_mut().enumerate() {
-                            *v = low[(ix + k) / 2];
+                            let ix = ix00 + k as isize;
+                            *v = if ix < 0 || ix >= w as isize {
+                                0.0
+                            } else if geo.up {
+                                plane[(iy / 2) * (w / 2) + ix as usize / 2]
+                            } else {
+                                plane[iy * w + ix as usize]
+                            };
                         }
                         &seg_buf
-                    } else {
-                        &plane[iy * w + ix..][..TILE * L + 2]
                     };
                     let [d0, d1, d2, d3, d4, d5] = &mut d[6 * r..6 * r + 6] else {
                         unreachable!("six rows")
