@@ -16,6 +16,8 @@ pub mod config;
 pub mod model;
 
 #[cfg(not(test))]
+mod execute;
+#[cfg(not(test))]
 mod ffi;
 #[cfg(not(test))]
 mod sys;
