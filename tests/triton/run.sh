@@ -12,9 +12,14 @@ work=target/triton/run
 wheel_ver=0.7.0
 mkdir -p "$cache"
 
+echo "== triton: tritonclient[http] venv"
+venv=target/tritonclient-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http]==2.73.0" "numpy<3" "pytest==8.3.5"
+
 echo "== triton: wheel nvidia-pytriton==$wheel_ver"
 if ! ls "$cache"/nvidia_pytriton-"$wheel_ver"-*.whl >/dev/null 2>&1; then
-  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$cache" "nvidia-pytriton==$wheel_ver"
+  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$cache" "nvidia-pytriton==$wheel_ver"
 fi
 server="$cache/wheel/pytriton/tritonserver/bin/tritonserver"
 if [ ! -x "$server" ]; then
@@ -55,6 +60,12 @@ model vae_decode_batched "backend: \"rbln\"
 $(param method decode)
 dynamic_batching { max_queue_delay_microseconds: 300000 }
 instance_group [{ kind: KIND_CPU, count: 1 }]" "$work/compiled"
+# Written out in full (no auto-completion needed), with a smaller max_batch_size.
+model vae_decode_explicit "backend: \"rbln\"
+max_batch_size: 2
+input [{ name: \"z\", data_type: TYPE_FP32, dims: [4, 8, 8] }]
+output [{ name: \"sample\", data_type: TYPE_FP32, dims: [3, 32, 32] }]
+$(param method decode)" "$work/compiled"
 # A diffusers directory compiled at load.
 model vae_decode_diffusers "backend: \"rbln\"
 $(param method decode)
@@ -71,13 +82,12 @@ data = bytearray(open(p, "rb").read())
 data[len(data) // 2] ^= 0xFF
 open(p, "wb").write(bytes(data))
 PY
+model batch_too_big "backend: \"rbln\"
+max_batch_size: 8
+$(param method decode)" "$work/compiled"
 model bad_method "backend: \"rbln\"
 $(param method roundtrip)" "$work/compiled"
 
-echo "== triton: tritonclient[http] venv"
-venv=target/tritonclient-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http]==2.73.0" "numpy<3" "pytest==8.3.5"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http_port=$(free_port)

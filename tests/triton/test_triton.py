@@ -24,8 +24,7 @@ from tritonclient.utils import InferenceServerException
 ROOT = Path(__file__).resolve().parents[2]
 HTTP = os.environ.get("TRITON_HTTP", "127.0.0.1:8000")
 METRICS = os.environ.get("TRITON_METRICS", "127.0.0.1:8002")
-SERVED = ["vae_encode", "vae_decode", "vae_decode_batched", "vae_decode_diffusers"]
-BROKEN = ["broken_artifact", "bad_method"]
+SERVED = ["vae_encode", "vae_decode", "vae_decode_batched", "vae_decode_diffusers", "vae_decode_explicit"]
 
 
 def read_safetensors(path):
@@ -169,6 +168,16 @@ def test_a_diffusers_directory_compiled_at_load(client, run_ref):
     assert_identical("decode (compiled at load)", dec["sample"], run_ref["decode"]["sample"])
 
 
+def test_an_explicit_configuration_is_served_as_written(client, run_ref):
+    cfg = client.get_model_config("vae_decode_explicit")
+    assert cfg["max_batch_size"] == 2
+    dec = infer(client, "vae_decode_explicit", "z", Z4[2:], ["sample"])
+    assert_identical("explicit config", dec["sample"], run_ref["decode"]["sample"][2:])
+    with pytest.raises(InferenceServerException) as e:
+        infer(client, "vae_decode_explicit", "z", Z4[:3], ["sample"])
+    assert e.value.status() == "400", e.value
+
+
 def batch_stats(client, model):
     stats = client.get_inference_statistics(model)["model_stats"]
     (s,) = [s for s in stats if s["name"] == model]
@@ -226,6 +235,8 @@ def test_broken_models_fail_to_load_with_our_error_and_the_rest_serve(client):
         "broken_artifact": 'rbln backend: model "broken_artifact"',
         "bad_method": 'rbln backend: model "bad_method": parameter "method" is "roundtrip"; '
         'it must be "encode" or "decode"',
+        "batch_too_big": 'rbln backend: model "batch_too_big": config.pbtxt: max_batch_size is 8; '
+        "it must be between 1 and the compiled batch_size 4",
     }
     log = Path(os.environ["TRITON_LOG"]).read_text(errors="replace")
     for name, text in expect.items():
