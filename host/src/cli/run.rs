@@ -230,7 +230,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
 
 /// The class to use: `--class`, else the one that recognizes `dir` as compiled, else the only
 /// one loaded.
-pub(crate) fn choose_class(
+pub fn choose_class(
     registry: &PluginRegistry,
     backend: &BackendArgs,
     dir: &str,
@@ -252,7 +252,7 @@ pub(crate) fn choose_class(
 
 /// `from_pretrained(export=auto)` of `dir` as `class_name` with `kwargs` as rbln_* overrides,
 /// showing progress; `compiled` only shapes the error context.
-pub(crate) fn load_model(
+pub fn load_model(
     registry: &PluginRegistry,
     backend: &BackendArgs,
     class_name: &str,
