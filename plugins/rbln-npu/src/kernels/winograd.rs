@@ -16,10 +16,11 @@
 //!   GEMM `A` panel of depth `c_in` for every `(p, xi)`;
 //! - V, the transformed input of one chunk of tiles: `xi * vs + (q * c_in + ci) * NR + lane`,
 //!   GEMM `B` panels;
-//! - M, the products of one chunk: `xi * ms + co * tcp + t`.
+//! - M, the products of one chunk: `co * ms + xi * tcp + t` (channel-major, so that the output
+//!   transform of a channel reads one contiguous block).
 //!
-//! The point strides `vs` and `ms` are padded by one cache line: unpadded they are often powers
-//! of two, and the 36 streams the transforms read and write would all map to the same cache
+//! The strides `vs` and `ms` are padded by one cache line: unpadded they are often powers of
+//! two, and the streams the transforms and GEMMs read and write would map to the same cache
 //! sets.
 //!
 //! Tiles are processed in chunks (one per task), sized so that one point's slices of V and M
@@ -434,7 +435,7 @@ fn chunk_body(
                     let b = &v[xi * vs + (q * c_in + k0) * L..][..kc * L];
                     let acc = kernel(kc, a, b);
                     for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let dst = &mut m[xi * ms + (p * MR + i) * tcp + q * L..][..L];
+                        let dst = &mut m[(p * MR + i) * ms + xi * tcp + q * L..][..L];
                         if k0 == 0 {
                             dst.copy_from_slice(acc_row);
                         } else {
@@ -475,7 +476,7 @@ fn chunk_body(
             let lanes = L.min(tc - q * L);
             let mut mm = [[0.0f32; L]; POINTS];
             for (xi, row) in mm.iter_mut().enumerate() {
-                row.copy_from_slice(&m[xi * ms + co * tcp + q * L..][..L]);
+                row.copy_from_slice(&m[co * ms + xi * tcp + q * L..][..L]);
             }
             let o = output_2d(&mm);
             if full_run[q] {
@@ -556,9 +557,10 @@ fn chunk(
     chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
 }
 
-/// The padded point strides of V and M (see the module docs) for chunks of `nq` tile panels.
-fn strides(c_in: usize, c_out: usize, nq: usize) -> (usize, usize) {
-    (nq * c_in * L + L, c_out * nq * L + L)
+/// The padded point stride of V and channel stride of M (see the module docs) for chunks of
+/// `nq` tile panels.
+fn strides(c_in: usize, _c_out: usize, nq: usize) -> (usize, usize) {
+    (nq * c_in * L + L, POINTS * nq * L + L)
 }
 
 /// Tiles per chunk and number of chunks for `tiles` tiles: a point's V and M slices stay near
@@ -629,7 +631,7 @@ pub fn conv3x3(
     let shared = &shared;
     let nq = tc.div_ceil(L);
     let (vs, ms) = strides(c_in, c_out, nq);
-    let (v_len, m_len) = (POINTS * vs, POINTS * ms);
+    let (v_len, m_len) = (POINTS * vs, c_out * ms);
     (0..chunks).into_par_iter().for_each(|k| {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
