@@ -447,3 +447,43 @@ fn select_winograd_on_a_small_graph() {
         );
     }
 }
+
+/// `ConstantFold`: `c1 + c2` (constants only) becomes a constant and `scale(linear(x))` folds
+/// into the linear layer's weight and bias; the results equal the unfolded computation.
+#[test]
+fn constant_fold_on_a_small_graph() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let (n, k, m) = (5, 8, 6);
+    let x = rv(&mut rng, n * k);
+    let (w, b) = (rv(&mut rng, m * k), rv(&mut rng, m));
+    let (c1, c2) = (rv(&mut rng, n * m), rv(&mut rng, n * m));
+    let mut g = GraphBuilder::new("fold");
+    let xi = g.input("x", vec![n, k]);
+    let cw = g.constant("lin.weight", vec![m, k], w.clone());
+    let cb = g.constant("lin.bias", vec![m], b.clone());
+    let k1 = g.constant("c1", vec![n, m], c1.clone());
+    let k2 = g.constant("c2", vec![n, m], c2.clone());
+    let y = g.linear("lin", xi, cw, Some(cb));
+    let ys = g.scale("scaled", y, 0.25);
+    let kc = g.add("consts", k1, k2);
+    let out = g.add("out", ys, kc);
+    g.output("y", out);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let names: Vec<&str> = exe
+        .program()
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["lin", "out"], "folded steps");
+    let lin = r::linear(&x, n, k, &w, m, Some(&b));
+    let want: Vec<f32> = (0..n * m)
+        .map(|i| lin[i] * 0.25 + (c1[i] + c2[i]))
+        .collect();
+    let got = exe
+        .run(&[NamedTensor::new("x", Tensor::new(vec![n, k], x).unwrap())])
+        .unwrap();
+    for (i, (&g, &w)) in got[0].tensor.data().iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{i}: {g} vs {w}");
+    }
+}

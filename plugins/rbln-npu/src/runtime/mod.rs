@@ -68,7 +68,13 @@ fn packed(p: &Program, step: &Step, slot: usize) -> bool {
     matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
 }
 
-fn execute(p: &Program, step: &Step, ins: &[&[f32]], out: &mut [f32], workspace: &mut [f32]) {
+pub(crate) fn execute(
+    p: &Program,
+    step: &Step,
+    ins: &[&[f32]],
+    out: &mut [f32],
+    workspace: &mut [f32],
+) {
     let shape = |slot: usize| p.values[step.inputs[slot]].shape.as_slice();
     match &step.op {
         Op::Conv2d(c) => {

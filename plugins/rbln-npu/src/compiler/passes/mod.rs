@@ -1,5 +1,6 @@
 //! The optimization passes, one struct per file, run in the order of [`pipeline`].
 
+mod constant_fold;
 mod fold_upsample;
 mod fuse_group_norm_silu;
 mod pack_conv_weights;
@@ -7,6 +8,7 @@ mod pack_linear_weights;
 mod plan_memory;
 mod select_winograd;
 
+pub use constant_fold::ConstantFold;
 pub use fold_upsample::FoldUpsample;
 pub use fuse_group_norm_silu::FuseGroupNormSilu;
 pub use pack_conv_weights::PackConvWeights;
@@ -37,6 +39,7 @@ pub trait Pass {
 /// plans.
 pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(ConstantFold),
         Box::new(FuseGroupNormSilu),
         Box::new(SelectWinograd),
         Box::new(FoldUpsample),
