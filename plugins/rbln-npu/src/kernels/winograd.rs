@@ -258,6 +258,71 @@ pub fn transform_filters(taps: &[f32], c_out: usize, c_in: usize, u: &mut [f32])
         .for_each(|(up, tp)| transform_filters_panel(tp, c_in, up));
 }
 
+/// `d_s[l] = seg[4 l + s]` for `s < 4`, `l < L`: the columns 0..3 of `L` tiles side by side.
+#[inline(always)]
+fn deinterleave4(seg: &[f32], d: [&mut [f32; L]; 4]) {
+    assert!(seg.len() >= TILE * L, "winograd: row segment");
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 was detected at run time; `seg` holds the 4 L floats read (asserted).
+        return unsafe { deinterleave4_avx2(seg, d) };
+    }
+    let [d0, d1, d2, d3] = d;
+    for l in 0..L {
+        d0[l] = seg[TILE * l];
+        d1[l] = seg[TILE * l + 1];
+        d2[l] = seg[TILE * l + 2];
+        d3[l] = seg[TILE * l + 3];
+    }
+}
+
+/// [`deinterleave4`] with 8-lane loads, a 4x8 transpose by unpacks and shuffles, and a lane
+/// permutation back to tile order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn deinterleave4_avx2(seg: &[f32], d: [&mut [f32; L]; 4]) {
+    use std::arch::x86_64::*;
+    const { assert!(L == 16) };
+    let p = seg.as_ptr();
+    // After the shuffles a vector holds tiles [0, 2, 4, 6, 1, 3, 5, 7] of its half.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let [d0, d1, d2, d3] = d;
+    for half in 0..2 {
+        // SAFETY: reads seg[32 half .. 32 half + 32] (the caller checked 4 L = 64 floats) and
+        // writes 8 floats at offset 8 half of each 16-float row.
+        unsafe {
+            let a0 = _mm256_loadu_ps(p.add(32 * half));
+            let a1 = _mm256_loadu_ps(p.add(32 * half + 8));
+            let a2 = _mm256_loadu_ps(p.add(32 * half + 16));
+            let a3 = _mm256_loadu_ps(p.add(32 * half + 24));
+            let t0 = _mm256_unpacklo_ps(a0, a1);
+            let t1 = _mm256_unpackhi_ps(a0, a1);
+            let t2 = _mm256_unpacklo_ps(a2, a3);
+            let t3 = _mm256_unpackhi_ps(a2, a3);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            _mm256_storeu_ps(
+                d0.as_mut_ptr().add(8 * half),
+                _mm256_permutevar8x32_ps(u0, order),
+            );
+            _mm256_storeu_ps(
+                d1.as_mut_ptr().add(8 * half),
+                _mm256_permutevar8x32_ps(u1, order),
+            );
+            _mm256_storeu_ps(
+                d2.as_mut_ptr().add(8 * half),
+                _mm256_permutevar8x32_ps(u2, order),
+            );
+            _mm256_storeu_ps(
+                d3.as_mut_ptr().add(8 * half),
+                _mm256_permutevar8x32_ps(u3, order),
+            );
+        }
+    }
+}
+
 /// The static geometry of one Winograd convolution.
 #[derive(Clone, Copy)]
 struct Geo {
@@ -373,12 +438,7 @@ fn chunk_body(
                     let [d0, d1, d2, d3, d4, d5] = &mut d[6 * r..6 * r + 6] else {
                         unreachable!("six rows")
                     };
-                    for l in 0..L {
-                        d0[l] = seg[TILE * l];
-                        d1[l] = seg[TILE * l + 1];
-                        d2[l] = seg[TILE * l + 2];
-                        d3[l] = seg[TILE * l + 3];
-                    }
+                    deinterleave4(seg, [d0, d1, d2, d3]);
                     // Columns 4 and 5 of tile l are columns 0 and 1 of tile l + 1.
                     d4[..L - 1].copy_from_slice(&d0[1..]);
                     d5[..L - 1].copy_from_slice(&d1[1..]);
@@ -676,6 +736,19 @@ mod tests {
                 "y[{i}] = {} != {want}",
                 y[i][0]
             );
+        }
+    }
+
+    #[test]
+    fn deinterleave_matches_the_scalar_gather() {
+        let seg: Vec<f32> = (0..TILE * L + 2).map(|i| i as f32).collect();
+        let mut d = [[0.0f32; L]; 4];
+        let [d0, d1, d2, d3] = &mut d;
+        deinterleave4(&seg, [d0, d1, d2, d3]);
+        for (s, row) in d.iter().enumerate() {
+            for (l, &v) in row.iter().enumerate() {
+                assert_eq!(v, seg[TILE * l + s], "column {s} of tile {l}");
+            }
         }
     }
 
