@@ -54,6 +54,8 @@ echo "check vs diffusers: $report" >&2
 python3 - "$line" "$report" <<'PY'
 import json, sys
 line, report = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+order = ["peer", "encode_s", "decode_s", "runs", "threads", "candle"]
+line = {**{k: line[k] for k in order if k in line}, **line}
 line["max_abs_diff"] = {name: r["max_abs_diff"] for name, r in report.items()}
 line["ok"] = all(r["ok"] for r in report.values())
 print(json.dumps(line))
