@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Compares mlhost's SD-size outputs with diffusers' on the same weights and inputs.
 
-Usage: python3 bench/peers/check_outputs.py MODEL_DIR ENC.safetensors DEC.safetensors
-Prints max|ours - ref| and the issue's tolerance 1e-4 * max(1, max|ref|) for mean, logvar, sample.
+Usage: python3 bench/peers/check_outputs.py MODEL_DIR ENC.safetensors DEC.safetensors [REL]
+Prints max|ours - ref| and the tolerance REL * max(1, max|ref|) for mean, logvar, sample. REL
+defaults to 1e-4 (every optimization except Winograd); with Winograd convolutions on, the
+issue's bound is 2e-3.
 """
 
 import json
@@ -15,6 +17,7 @@ from safetensors.torch import load_file
 
 def main():
     model_dir, enc_path, dec_path = sys.argv[1:4]
+    rel = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-4
     torch.set_num_threads(2)
     vae = AutoencoderKL.from_pretrained(model_dir).float().eval()
     x = load_file(f"{model_dir}/encode_in.safetensors")["x"]
@@ -26,7 +29,7 @@ def main():
     report = {}
     for name, ref in (("mean", dist.mean), ("logvar", dist.logvar), ("sample", sample)):
         diff = (ours[name] - ref).abs().max().item()
-        tol = 1e-4 * max(1.0, ref.abs().max().item())
+        tol = rel * max(1.0, ref.abs().max().item())
         report[name] = {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol}
     print(json.dumps(report))
 

@@ -56,6 +56,8 @@ def main():
     parser.add_argument("model_dir", nargs="?", default=DEFAULT_DIR)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per part (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--only", choices=["encode", "decode"],
+                        help="time one part only (e.g. to measure the peak RSS of a decode)")
     args = parser.parse_args()
     if args.runs < 1 or args.threads < 1:
         sys.exit("--runs and --threads must be positive")
@@ -65,13 +67,17 @@ def main():
     z = load_input(args.model_dir, "decode_in.safetensors", "z")
     vae = AutoencoderKL.from_pretrained(args.model_dir, torch_dtype=torch.float32).eval()
 
+    encode_s = decode_s = None
     with torch.inference_mode():
-        encode_s = median_seconds(lambda: vae.encode(x).latent_dist, args.runs)
-        decode_s = median_seconds(lambda: vae.decode(z).sample, args.runs)
+        if args.only != "decode":
+            encode_s = round(median_seconds(lambda: vae.encode(x).latent_dist, args.runs), 6)
+        if args.only != "encode":
+            decode_s = round(median_seconds(lambda: vae.decode(z).sample, args.runs), 6)
 
     print(json.dumps({
-        "encode_s": round(encode_s, 6),
-        "decode_s": round(decode_s, 6),
+        "peer": "pytorch",
+        "encode_s": encode_s,
+        "decode_s": decode_s,
         "runs": args.runs,
         "threads": args.threads,
         "torch": torch.__version__,
