@@ -51,6 +51,16 @@ pub struct MatMul {
     pub transpose_b: bool,
 }
 
+/// Scaled dot-product attention `softmax(scale * q k^T) v` over the last two dims. Inputs:
+/// `q: [B, N, D]`, `k: [B, M, D]`, `v: [B, M, E]`; output `[B, N, E]`. Produced by the
+/// `rbln-npu` compiler's `FuseAttention` pass from `matmul` -> `softmax` -> `matmul`, so that the
+/// `N x M` scores are computed a block of query rows at a time instead of all at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attention {
+    /// Multiplier of the scores before the softmax.
+    pub scale: f32,
+}
+
 /// New shape with the same number of elements (row-major reinterpretation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reshape {
@@ -103,6 +113,8 @@ pub enum Op {
     MatMul(MatMul),
     /// Softmax over the last dimension. Inputs `[x]`.
     Softmax,
+    /// See [`Attention`]. Inputs `[q, k, v]`.
+    Attention(Attention),
     /// See [`Reshape`]. Inputs `[x]`.
     Reshape(Reshape),
     /// See [`Transpose`]. Inputs `[x]`.
@@ -124,6 +136,7 @@ impl Op {
             Op::Linear => "linear",
             Op::MatMul(_) => "matmul",
             Op::Softmax => "softmax",
+            Op::Attention(_) => "attention",
             Op::Reshape(_) => "reshape",
             Op::Transpose(_) => "transpose",
             Op::Slice(_) => "slice",

@@ -189,6 +189,26 @@ pub fn infer_node_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, Stri
             out.extend([m_, n]);
             Ok(out)
         }
+        Op::Attention(_) => {
+            arity(inputs, &[3])?;
+            let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+            let ok = q.len() == 3
+                && k.len() == 3
+                && v.len() == 3
+                && q[0] == k[0]
+                && k[0] == v[0]
+                && q[2] == k[2]
+                && k[1] == v[1];
+            if !ok {
+                return Err(format!(
+                    "attention needs q [B, N, D], k [B, M, D], v [B, M, E]: got {}, {}, {}",
+                    shape_str(q),
+                    shape_str(k),
+                    shape_str(v)
+                ));
+            }
+            Ok(vec![q[0], q[1], v[2]])
+        }
         Op::Reshape(r) => {
             arity(inputs, &[1])?;
             let (a, b): (usize, usize) = (inputs[0].iter().product(), r.shape.iter().product());

@@ -110,7 +110,9 @@ fn estimated_cycles(p: &Program, st: &crate::program::Step) -> f64 {
                 direct_cost(w[0], w[1] * w[2] * w[3], pixels) * out[0] as f64
             }
         }
-        Op::Linear | Op::MatMul(_) => crate::runtime::profile::step_flops(p, st) / 32.0,
+        Op::Linear | Op::MatMul(_) | Op::Attention(_) => {
+            crate::runtime::profile::step_flops(p, st) / 32.0
+        }
         _ => numel as f64 / 4.0,
     }
 }

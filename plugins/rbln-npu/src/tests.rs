@@ -487,3 +487,50 @@ fn constant_fold_on_a_small_graph() {
         assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{i}: {g} vs {w}");
     }
 }
+
+/// `FuseAttention`: `matmul(q, k^T)` -> `scale` -> `softmax` -> `matmul(·, v)` becomes one
+/// attention step (query blocks of 96 rows: 100 queries cross a block edge) matching the
+/// unfused reference.
+#[test]
+fn fuse_attention_on_a_small_graph() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let (b, n, m, d, e) = (2, 100, 37, 8, 5);
+    let (q, k, v) = (
+        rv(&mut rng, b * n * d),
+        rv(&mut rng, b * m * d),
+        rv(&mut rng, b * m * e),
+    );
+    let mut g = GraphBuilder::new("attn");
+    let qi = g.input("q", vec![b, n, d]);
+    let ki = g.input("k", vec![b, m, d]);
+    let vi = g.input("v", vec![b, m, e]);
+    let s = g.matmul("scores", qi, ki, true);
+    let s = g.scale("scaled", s, 0.7);
+    let p = g.softmax("probs", s);
+    let o = g.matmul("context", p, vi, false);
+    g.output("out", o);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let kinds: Vec<&str> = exe
+        .program()
+        .steps
+        .iter()
+        .map(|s| s.op.kind_name())
+        .collect();
+    assert_eq!(kinds, ["attention"]);
+    let scores = r::matmul(&q, &k, [b, n, d, m], true);
+    let probs = r::softmax(&r::scale(&scores, 0.7), m);
+    let want = r::matmul(&probs, &v, [b, n, m, e], false);
+    let t = |name: &str, shape: Vec<usize>, data: &[f32]| {
+        NamedTensor::new(name, Tensor::new(shape, data.to_vec()).unwrap())
+    };
+    let got = exe
+        .run(&[
+            t("q", vec![b, n, d], &q),
+            t("k", vec![b, m, d], &k),
+            t("v", vec![b, m, e], &v),
+        ])
+        .unwrap();
+    for (i, (&g, &w)) in got[0].tensor.data().iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{i}: {g} vs {w}");
+    }
+}

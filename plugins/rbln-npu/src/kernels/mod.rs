@@ -1,6 +1,7 @@
 //! Host CPU kernels: the fast (blocked, parallel) versions used by the runtime and the plain
 //! scalar [`reference`] versions they are tested against. The only module with `unsafe`.
 
+pub mod attention;
 pub mod conv;
 pub mod eltwise;
 pub mod gemm;

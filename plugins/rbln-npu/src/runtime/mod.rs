@@ -4,7 +4,7 @@
 pub mod executable;
 pub mod profile;
 
-use crate::kernels::{conv, eltwise, layout, matmul, norm, winograd};
+use crate::kernels::{attention, conv, eltwise, layout, matmul, norm, winograd};
 use crate::program::{Algo, Def, Layout, Loc, Program, Step};
 use plugin_api::graph::Op;
 
@@ -147,6 +147,17 @@ pub(crate) fn execute(
                 out,
             );
         }
+        Op::Attention(a) => {
+            let (q, k, v) = (shape(0), shape(1), shape(2));
+            attention::attention(
+                ins[0],
+                ins[1],
+                ins[2],
+                [q[0], q[1], k[1], q[2], v[2]],
+                a.scale,
+                out,
+            );
+        }
         Op::Softmax => {
             let d = *shape(0).last().expect("softmax rank >= 1");
             matmul::softmax(ins[0], d, out);
@@ -171,6 +182,7 @@ pub(crate) fn supports(op: &Op) -> bool {
             | Op::Linear
             | Op::MatMul(_)
             | Op::Softmax
+            | Op::Attention(_)
             | Op::Reshape(_)
             | Op::Transpose(_)
             | Op::Slice(_)

@@ -30,6 +30,15 @@ pub fn step_flops(p: &Program, step: &Step) -> f64 {
             let a = shape(step.inputs[0]);
             out * 2.0 * a[a.len() - 1] as f64
         }
+        Op::Attention(_) => {
+            // q k^T (N x M x D) and probs v (N x M x E), per batch.
+            let (q, k, v) = (
+                shape(step.inputs[0]),
+                shape(step.inputs[1]),
+                shape(step.inputs[2]),
+            );
+            2.0 * (q[0] * q[1] * k[1] * (q[2] + v[2])) as f64
+        }
         _ => 0.0,
     }
 }

@@ -2,6 +2,7 @@
 
 mod constant_fold;
 mod fold_upsample;
+mod fuse_attention;
 mod fuse_group_norm_silu;
 mod pack_conv_weights;
 mod pack_linear_weights;
@@ -10,6 +11,7 @@ mod select_winograd;
 
 pub use constant_fold::ConstantFold;
 pub use fold_upsample::FoldUpsample;
+pub use fuse_attention::FuseAttention;
 pub use fuse_group_norm_silu::FuseGroupNormSilu;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
@@ -41,6 +43,7 @@ pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(ConstantFold),
         Box::new(FuseGroupNormSilu),
+        Box::new(FuseAttention),
         Box::new(SelectWinograd),
         Box::new(FoldUpsample),
         Box::new(PackConvWeights),
