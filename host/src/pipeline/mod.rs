@@ -391,3 +391,6 @@ pub fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), ManifestError>
 pub fn find<'a>(manifest: &'a Manifest, name: &str) -> Option<&'a Pipeline> {
     manifest.resolved.iter().find(|p| p.name == name)
 }
+
+#[cfg(test)]
+mod tests;
