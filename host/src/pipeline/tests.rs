@@ -339,3 +339,35 @@ fn the_executor_runs_the_inpaint_graph_and_checks_inputs() {
     calls.sort();
     assert_eq!(calls, ["vae.decode", "vae.encode", "vae.encode"]);
 }
+
+#[test]
+fn pipeline_names_models_and_kindless_pipelines() {
+    let e = error(&with_pipeline(
+        "  - name: vae\n    kind: StableDiffusionPipeline\n",
+    ));
+    assert!(e.message.contains("a model has the same name"), "{e}");
+    let e = error(&with_pipeline(
+        "  - name: a\n    kind: StableDiffusionPipeline\n  - name: a\n    kind: \
+         StableDiffusionPipeline\n",
+    ));
+    assert!(e.message.contains("also used by pipelines[0]"), "{e}");
+    let e = error(&with_pipeline("  - name: a\n"));
+    assert!(e.message.contains("without `kind` needs `steps`"), "{e}");
+    let e = error(
+        &custom(&format!("{READ}{WRITE}")).replace("steps:\n", "image_size: 64\n    steps:\n"),
+    );
+    assert!(
+        e.message.contains("derive the VAE's config from `kind`"),
+        "{e}"
+    );
+    let e = error(
+        "models:\n  - name: a\n    model_id: vae\n  - name: b\n    model_id: vae\npipelines:\n  - \
+         name: p\n    kind: StableDiffusionPipeline\n",
+    );
+    assert!(e.message.contains("`model` is required"), "{e}");
+    // Without a kind, latent scaling must say which family's convention it follows.
+    let e = error(&custom(
+        "      - name: s\n        op: latent_scale\n        inputs: {z: image}\n",
+    ));
+    assert!(e.message.contains("needs params.family"), "{e}");
+}
