@@ -13,7 +13,8 @@ use std::time::Instant;
 /// Arguments of `mlhost compile`.
 #[derive(Debug, Clone, Args)]
 pub struct CompileArgs {
-    /// The diffusers checkpoint directory (config.json + weights).
+    /// The diffusers checkpoint directory (config.json + weights), or a manifest (.yaml) whose
+    /// models are all compiled into OUT_DIR (one directory each, model_index.json, manifest.yaml).
     pub diffusers_dir: PathBuf,
     /// Where to write the compiled model.
     #[arg(short = 'o', long = "output", value_name = "OUT_DIR")]

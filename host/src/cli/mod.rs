@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// List the loaded plugins and what they provide.
     Plugins(plugins::PluginsArgs),
-    /// Compile a diffusers checkpoint directory and save the compiled model.
+    /// Compile a diffusers checkpoint directory (or every model of a manifest) and save it.
     Compile(compile::CompileArgs),
     /// Run one method (encode / decode) of a compiled or diffusers model on a file.
     Run(run::RunArgs),

@@ -48,6 +48,18 @@ fn show((h, w): (u64, u64)) -> String {
 
 /// The pipeline-level image size: `height`/`width` or `image_size` (conflicts are errors).
 pub fn pipeline_size(p: &PipelineEntry) -> Result<Option<(u64, u64)>, DeriveError> {
+    if let (Some(n), true) = (
+        p.noise_model_sample_size,
+        p.height.is_some() || p.image_size.is_some(),
+    ) {
+        return Err(derr(
+            "noise_model_sample_size",
+            format!(
+                "noise_model_sample_size {n} derives the image size, which the pipeline also \
+                 sets; give one of them"
+            ),
+        ));
+    }
     let hw = match (p.height, p.width) {
         (Some(h), Some(w)) => Some((h.get() as u64, w.get() as u64)),
         (None, None) => None,
@@ -131,7 +143,10 @@ pub fn vae_rbln_config(
         ));
     }
     let (h, w) = size.unwrap_or_else(|| {
-        let side = (kind.noise_model_sample_size() * facts.vae_scale_factor) as u64;
+        let latent = p
+            .noise_model_sample_size
+            .map_or(kind.noise_model_sample_size(), |n| n.get());
+        let side = (latent * facts.vae_scale_factor) as u64;
         (side, side)
     });
     let mut derived = Map::new();

@@ -21,6 +21,9 @@ pub struct PipelineEntry {
     pub width: Option<NonZeroUsize>,
     /// Image size: `N` or `[H, W]` (instead of `height` / `width`).
     pub image_size: Option<Value>,
+    /// The noise model's (UNet / transformer) `sample_size` in latent pixels; without a size,
+    /// the image size is this times the VAE's vae_scale_factor (default: SD 64, SDXL/SD3 128).
+    pub noise_model_sample_size: Option<NonZeroUsize>,
     /// Images per call (the VAE's batch size; guidance doubles only the denoiser's).
     pub batch_size: Option<NonZeroUsize>,
     /// rbln_config fields of the VAE that win over what the kind derives.

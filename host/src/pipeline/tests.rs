@@ -51,6 +51,17 @@ fn kinds_derive_the_vae_config() {
         Value::Object(m.models[0].rbln_config.clone()),
         json!({"batch_size": 1, "sample_size": [256, 256]})
     );
+    // The noise model's sample_size x vae_scale_factor.
+    let m = parse(&with_pipeline(
+        "  - name: t2i\n    kind: StableDiffusionXLPipeline\n    noise_model_sample_size: 8\n",
+    ));
+    assert_eq!(m.models[0].rbln_config["sample_size"], json!([32, 32]));
+    let e = error(&with_pipeline(
+        "  - name: t2i\n    kind: StableDiffusionPipeline\n    noise_model_sample_size: 8\n    \
+         image_size: 64\n",
+    ));
+    assert!(e.message.contains("give one of them"), "{e}");
+    assert_eq!(e.line, 7, "{e}");
     // SDXL with force_upcast: float32; image_size; the user's vae values win.
     let m = parse(&with_pipeline(
         "  - name: xl\n    kind: StableDiffusionXLImg2ImgPipeline\n    image_size: 32\n    \
