@@ -93,6 +93,14 @@ pub enum Kind {
     StableDiffusion3Img2ImgPipeline,
     /// SD3 inpainting.
     StableDiffusion3InpaintPipeline,
+    /// SD ControlNet text-to-image (the VAE as in text-to-image).
+    StableDiffusionControlNetPipeline,
+    /// SD ControlNet image-to-image.
+    StableDiffusionControlNetImg2ImgPipeline,
+    /// SDXL ControlNet text-to-image.
+    StableDiffusionXLControlNetPipeline,
+    /// SDXL ControlNet image-to-image.
+    StableDiffusionXLControlNetImg2ImgPipeline,
 }
 
 /// How a family's pipelines scale latents.
@@ -152,6 +160,14 @@ impl Kind {
             Kind::StableDiffusion3Pipeline => "StableDiffusion3Pipeline",
             Kind::StableDiffusion3Img2ImgPipeline => "StableDiffusion3Img2ImgPipeline",
             Kind::StableDiffusion3InpaintPipeline => "StableDiffusion3InpaintPipeline",
+            Kind::StableDiffusionControlNetPipeline => "StableDiffusionControlNetPipeline",
+            Kind::StableDiffusionControlNetImg2ImgPipeline => {
+                "StableDiffusionControlNetImg2ImgPipeline"
+            }
+            Kind::StableDiffusionXLControlNetPipeline => "StableDiffusionXLControlNetPipeline",
+            Kind::StableDiffusionXLControlNetImg2ImgPipeline => {
+                "StableDiffusionXLControlNetImg2ImgPipeline"
+            }
         }
     }
 
@@ -161,10 +177,14 @@ impl Kind {
         match self {
             StableDiffusionPipeline
             | StableDiffusionImg2ImgPipeline
-            | StableDiffusionInpaintPipeline => Family::Sd,
+            | StableDiffusionInpaintPipeline
+            | StableDiffusionControlNetPipeline
+            | StableDiffusionControlNetImg2ImgPipeline => Family::Sd,
             StableDiffusionXLPipeline
             | StableDiffusionXLImg2ImgPipeline
-            | StableDiffusionXLInpaintPipeline => Family::Sdxl,
+            | StableDiffusionXLInpaintPipeline
+            | StableDiffusionXLControlNetPipeline
+            | StableDiffusionXLControlNetImg2ImgPipeline => Family::Sdxl,
             StableDiffusion3Pipeline
             | StableDiffusion3Img2ImgPipeline
             | StableDiffusion3InpaintPipeline => Family::Sd3,
@@ -175,12 +195,16 @@ impl Kind {
     pub fn task(self) -> Task {
         use Kind::*;
         match self {
-            StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusion3Pipeline => {
-                Task::TextToImage
-            }
+            StableDiffusionPipeline
+            | StableDiffusionXLPipeline
+            | StableDiffusion3Pipeline
+            | StableDiffusionControlNetPipeline
+            | StableDiffusionXLControlNetPipeline => Task::TextToImage,
             StableDiffusionImg2ImgPipeline
             | StableDiffusionXLImg2ImgPipeline
-            | StableDiffusion3Img2ImgPipeline => Task::ImageToImage,
+            | StableDiffusion3Img2ImgPipeline
+            | StableDiffusionControlNetImg2ImgPipeline
+            | StableDiffusionXLControlNetImg2ImgPipeline => Task::ImageToImage,
             StableDiffusionInpaintPipeline
             | StableDiffusionXLInpaintPipeline
             | StableDiffusion3InpaintPipeline => Task::Inpaint,

@@ -51,6 +51,11 @@ fn kinds_derive_the_vae_config() {
         Value::Object(m.models[0].rbln_config.clone()),
         json!({"batch_size": 1, "sample_size": [256, 256]})
     );
+    // ControlNet img2img compiles the encoder as img2img does.
+    let m = parse(&with_pipeline(
+        "  - name: cn\n    kind: StableDiffusionControlNetImg2ImgPipeline\n    image_size: 32\n",
+    ));
+    assert_eq!(m.models[0].rbln_config["uses_encoder"], json!(true));
     // The noise model's sample_size x vae_scale_factor.
     let m = parse(&with_pipeline(
         "  - name: t2i\n    kind: StableDiffusionXLPipeline\n    noise_model_sample_size: 8\n",
