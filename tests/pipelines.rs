@@ -320,6 +320,23 @@ fn a_compiled_manifest_directory_reruns_without_compiling() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("inpaint");
     compile_manifest(&registry, &m, &out).unwrap();
+    let summary = report(
+        &registry,
+        &InspectArgs {
+            compiled_dir: out.clone(),
+            compiler: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        summary.contains("RBLNStableDiffusionInpaintPipeline"),
+        "{summary}"
+    );
+    assert!(summary.contains("==== model vae ===="), "{summary}");
+    assert!(
+        summary.contains("== encoder: ") && summary.contains("== decoder: "),
+        "{summary}"
+    );
     let compiled = Manifest::load(&out.join("manifest.yaml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(compiled.models[0].export.export(), Export::No);
     assert_eq!(compiled.models[0].rbln_config, m.models[0].rbln_config);
