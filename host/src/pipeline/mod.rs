@@ -181,9 +181,15 @@ pub fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), ManifestError>
     let loc = Locator::new(text);
     let mut vae_json = BTreeMap::new();
     for m in &manifest.models {
-        if !manifest.pipelines.iter().any(|p| {
-            p.model.as_deref() == Some(&m.name) || (p.model.is_none() && manifest.models.len() == 1)
-        }) {
+        let used = manifest.pipelines.iter().any(|p| {
+            p.model.as_deref() == Some(&m.name)
+                || (p.model.is_none() && manifest.models.len() == 1)
+                || p.steps.iter().flatten().any(|s| {
+                    s.model.as_deref() == Some(&m.name)
+                        || s.params.get("model").and_then(Value::as_str) == Some(&m.name)
+                })
+        });
+        if !used {
             continue;
         }
         let json = read_vae_json(&m.model_id).map_err(|e| {

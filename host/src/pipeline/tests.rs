@@ -387,3 +387,20 @@ fn pipeline_names_models_and_kindless_pipelines() {
     ));
     assert!(e.message.contains("needs params.family"), "{e}");
 }
+
+#[test]
+fn steps_may_call_a_second_declared_model() {
+    let m = parse(
+        "models:\n  - name: a\n    model_id: vae\n  - name: b\n    model_id: vae\npipelines:\n  \
+         - name: p\n    model: a\n    inputs: {z: tensor}\n    outputs: {y: tensor}\n    \
+         steps:\n      - {name: d, model: b, method: decode, inputs: {z: z}, outputs: {sample: \
+         y}}\n",
+    );
+    assert_eq!(
+        m.resolved[0].steps[0].action,
+        super::graph::Action::Model {
+            model: "b".into(),
+            method: "decode".into()
+        }
+    );
+}
