@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod io;
 pub mod manifest;
+pub mod pipeline;
 pub mod plugins;
 pub mod progress;
 pub mod serve;

@@ -55,6 +55,12 @@ pub struct Manifest {
     pub devices: Vec<DeviceEntry>,
     /// The models to serve.
     pub models: Vec<ModelEntry>,
+    /// Pipelines over the models (see [`crate::pipeline`]).
+    #[serde(default)]
+    pub pipelines: Vec<crate::pipeline::spec::PipelineEntry>,
+    /// The pipelines resolved into step graphs (set after parsing).
+    #[serde(skip)]
+    pub resolved: Vec<crate::pipeline::graph::Pipeline>,
     /// The manifest file (set after parsing).
     #[serde(skip)]
     pub file: PathBuf,
@@ -220,6 +226,7 @@ impl Manifest {
         for model in &mut m.models {
             model.model_id = base.join(&model.model_id);
         }
+        crate::pipeline::resolve(&mut m, text)?;
         Ok(m)
     }
 

@@ -305,3 +305,65 @@ fn compile_inspect_and_run_the_sd_like_fixture() {
     assert!(out.stderr.contains("encode"), "{out:?}");
     assert!(!work.path().join("never.safetensors").exists());
 }
+
+#[test]
+fn pipeline_command_names_bad_manifests_pipelines_inputs_and_outputs() {
+    let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
+    let work = TempDir::new("cli-pipeline");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = root.join("manifests/sd15-img2img.yaml");
+    let m = manifest.to_str().unwrap();
+    let photo = root.join("tests/fixtures/pipelines/photo64.png");
+    let image = format!("image={}", photo.display());
+    let pipeline = |args: &[&str]| run(mlhost_with(&plugins).arg("pipeline").args(args));
+
+    let out = pipeline(&[m, "img3img"]);
+    assert_input_error(&out, &["no pipeline \"img3img\"", "img2img"]);
+    let out = pipeline(&[m, "img2img", "--input", "picture=x.png"]);
+    assert_input_error(&out, &["no input \"picture\"", "image"]);
+    let out = pipeline(&[m, "img2img", "--input", "image"]);
+    assert_input_error(&out, &["NAME=FILE"]);
+    let out = pipeline(&[m, "img2img", "--input", &image, "--output", "video=v.png"]);
+    assert_input_error(&out, &["no output \"video\"", "latents, reconstruction"]);
+    let out = pipeline(&[m, "img2img"]);
+    assert_input_error(&out, &["input \"image\" is missing"]);
+    let not_png = work.path().join("not.png");
+    std::fs::write(&not_png, "text").unwrap();
+    let out = pipeline(&[
+        m,
+        "img2img",
+        "--input",
+        &format!("image={}", not_png.display()),
+    ]);
+    assert_input_error(&out, &["step \"read_image\"", "not a PNG or JPEG"]);
+
+    // A manifest error points at the file, line and column.
+    let bad = work.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "../models/default",
+        &root.join("models/default").display().to_string(),
+    ) + "    vae: {uses_encoder: false}\n";
+    std::fs::write(&bad, text).unwrap();
+    let out = pipeline(&[bad.to_str().unwrap(), "img2img"]);
+    assert_input_error(&out, &["bad.yaml:19:", "vae.uses_encoder is false"]);
+
+    // The run itself writes both outputs.
+    let png = work.path().join("out.png");
+    let latents = work.path().join("latents.safetensors");
+    let out = pipeline(&[
+        m,
+        "img2img",
+        "--input",
+        &image,
+        "--output",
+        &format!("reconstruction={}", png.display()),
+        "--output",
+        &format!("latents={}", latents.display()),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(read_png(&png, 3).unwrap().shape(), vec![1, 3, 64, 64]);
+    assert_eq!(
+        read_safetensors(&latents, "latents").unwrap().shape(),
+        vec![1, 4, 16, 16]
+    );
+}

@@ -405,3 +405,119 @@ fn the_shipped_default_manifest_serves_the_embedded_model() {
     assert!(out["sample"].1.iter().all(|v| v.is_finite()));
     assert_eq!(s.get("/v2/models/vae.encode/ready").status, 200);
 }
+
+/// A BYTES request carrying one image file, binary.
+fn image_request(
+    name: &str,
+    file: &[u8],
+    outputs: serde_json::Value,
+) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let header = json!({
+        "id": "p1",
+        "inputs": [{"name": name, "shape": [1], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": file.len() + 4}}],
+        "outputs": outputs,
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&(file.len() as u32).to_le_bytes());
+    body.extend_from_slice(file);
+    (
+        vec![("Inference-Header-Content-Length", header.len().to_string())],
+        body,
+    )
+}
+
+#[test]
+fn manifest_pipelines_are_served_as_models_of_their_own_name() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = root.join("manifests/sd15-img2img.yaml");
+    let photo_path = root.join("tests/fixtures/pipelines/photo64.png");
+    let photo = std::fs::read(&photo_path).unwrap();
+    let s = start(&[manifest.to_str().unwrap()], Vec::new());
+    assert!(
+        s.startup
+            .iter()
+            .any(|l| l.contains("ready") && l.contains("img2img")),
+        "{:?}",
+        s.startup
+    );
+    let m = s.get("/v2/models/img2img").json();
+    assert_eq!(
+        m["platform"],
+        "mlhost_pipeline_StableDiffusionImg2ImgPipeline"
+    );
+    assert_eq!(
+        m["inputs"],
+        json!([{"name": "image", "datatype": "BYTES", "shape": [1]}])
+    );
+    assert_eq!(s.get("/v2/models/img2img/ready").status, 200);
+
+    let (headers, body) = image_request(
+        "image",
+        &photo,
+        json!([{"name": "reconstruction"}, {"name": "latents"}]),
+    );
+    let reply = s.post("/v2/models/img2img/infer", &headers, &body);
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let n: usize = reply.headers["inference-header-content-length"]
+        .parse()
+        .unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&reply.body[..n]).unwrap();
+    assert_eq!(head["id"], "p1");
+    assert_eq!(head["outputs"][0]["datatype"], "BYTES");
+    assert_eq!(head["outputs"][1]["shape"], json!([1, 4, 16, 16]));
+    let size = head["outputs"][0]["parameters"]["binary_data_size"]
+        .as_u64()
+        .unwrap() as usize;
+    let png = &reply.body[n + 4..n + size];
+
+    // The same pipeline from the command line writes the same PNG.
+    let dir = TempDir::new("pipeline-cli");
+    let out = dir.path().join("out.png");
+    let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
+    let status = mlhost()
+        .args([
+            "pipeline",
+            manifest.to_str().unwrap(),
+            "img2img",
+            "--plugin-dir",
+        ])
+        .arg(plugins.path())
+        .arg(format!("--input=image={}", photo_path.display()))
+        .arg(format!("--output=reconstruction={}", out.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), png);
+
+    // An FP32 tensor where the pipeline takes an image, and bytes that are no image.
+    let bad = s.infer_json(
+        "img2img",
+        &json!({"inputs": [json_input("image", &[1], &[0.0])]}),
+    );
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected BYTES"),
+        "{:?}",
+        bad.json()
+    );
+    let (headers, body) = image_request("image", b"not an image", json!(null));
+    let bad = s.post("/v2/models/img2img/infer", &headers, &body);
+    assert_eq!(bad.status, 400);
+    let e = bad.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("read_image") && e.contains("not a PNG or JPEG"),
+        "{e}"
+    );
+    // The model's own methods stay served.
+    assert_eq!(s.get("/v2/models/vae.encode/ready").status, 200);
+}

@@ -114,3 +114,24 @@ def test_errors_surface_as_exceptions(client):
         client.infer("vae.decode", [inp])
     with pytest.raises(InferenceServerException, match="unknown model"):
         client.infer("nope.decode", [inp])
+
+
+def test_pipeline_png_in_png_out(client):
+    png = (Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "photo32.png").read_bytes()
+    m = client.get_model_metadata("img2img")
+    assert m["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [1]}]
+    inp = httpclient.InferInput("image", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([png], dtype=np.object_), binary_data=True)
+    outs = [
+        httpclient.InferRequestedOutput("reconstruction", binary_data=True),
+        httpclient.InferRequestedOutput("latents", binary_data=False),
+    ]
+    result = client.infer("img2img", [inp], outputs=outs)
+    image = result.as_numpy("reconstruction")
+    assert image.shape == (1,)
+    assert bytes(image[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.as_numpy("latents").shape == (1, 4, 8, 8)
+    bad = httpclient.InferInput("image", [1], "BYTES")
+    bad.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_), binary_data=True)
+    with pytest.raises(InferenceServerException, match="not a PNG or JPEG"):
+        client.infer("img2img", [bad])

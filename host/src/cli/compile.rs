@@ -13,7 +13,8 @@ use std::time::Instant;
 /// Arguments of `mlhost compile`.
 #[derive(Debug, Clone, Args)]
 pub struct CompileArgs {
-    /// The diffusers checkpoint directory (config.json + weights).
+    /// The diffusers checkpoint directory (config.json + weights), or a manifest (.yaml) whose
+    /// models are all compiled into OUT_DIR (one directory each, model_index.json, manifest.yaml).
     pub diffusers_dir: PathBuf,
     /// Where to write the compiled model.
     #[arg(short = 'o', long = "output", value_name = "OUT_DIR")]
@@ -152,6 +153,155 @@ pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> 
         start.elapsed()
     );
     Ok(())
+}
+
+/// True if `path` names a manifest (`.yaml` / `.yml`) rather than a model directory.
+pub fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// `mlhost compile MANIFEST -o DIR`: loads the manifest's plugins and compiles every model.
+pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    if args.rbln_config.is_some()
+        || args.batch_size.is_some()
+        || args.sample_size.is_some()
+        || args.uses_encoder
+    {
+        return Err(UsageError(
+            "--rbln-config, --batch-size, --sample-size and --uses-encoder apply to a model \
+             directory; a manifest sets them per model and pipeline"
+                .into(),
+        )
+        .into());
+    }
+    let manifest = crate::manifest::Manifest::load(&args.diffusers_dir)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let search = crate::plugins::plugin_search_path(plugin_dirs)?;
+    let registry =
+        PluginRegistry::load(&crate::serve::load::manifest_plugins(&manifest, &search)?)?;
+    compile_manifest(&registry, &manifest, &args.out_dir)?;
+    eprintln!(
+        "compiled {} model(s) of {} to {} in {:.2?}",
+        manifest.models.len(),
+        args.diffusers_dir.display(),
+        args.out_dir.display(),
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// Compiles every model of `manifest` into `out/<model name>/`, and writes `out/model_index.json`
+/// (each part's plugin and class, like a saved optimum-rbln pipeline) and `out/manifest.yaml`
+/// (the manifest with every model loading its compiled directory, `export: false`). Written to a
+/// temporary sibling and renamed into place; `out` must not exist.
+pub fn compile_manifest(
+    registry: &PluginRegistry,
+    manifest: &crate::manifest::Manifest,
+    out: &Path,
+) -> anyhow::Result<()> {
+    if out.exists() {
+        return Err(UsageError(format!(
+            "{} already exists; compile into a new directory",
+            out.display()
+        ))
+        .into());
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    require_dir(parent, "output directory")?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".mlhost-compile-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let mut index = Map::new();
+    let kinds: std::collections::BTreeSet<&str> = manifest
+        .resolved
+        .iter()
+        .filter_map(|p| p.kind.map(|k| k.name()))
+        .collect();
+    index.insert(
+        "_class_name".into(),
+        match kinds.iter().next() {
+            Some(k) if kinds.len() == 1 => json!(format!("RBLN{k}")),
+            _ => Value::Null,
+        },
+    );
+    index.insert("_mlhost_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    index.insert(
+        "_pipelines".into(),
+        manifest
+            .resolved
+            .iter()
+            .map(|p| (p.name.clone(), json!(p.kind.map(|k| k.name()))))
+            .collect::<Map<String, Value>>()
+            .into(),
+    );
+    for entry in &manifest.models {
+        let (class, model) =
+            crate::serve::load::open_manifest_model(registry, manifest, entry, Export::Yes)?;
+        let dir = tmp.path().join(&entry.name);
+        plugin(model.save_pretrained(path_str(&dir)?.into()))
+            .with_context(|| format!("saving model \"{}\" to {}", entry.name, dir.display()))?;
+        let provider = registry.model_classes[&class].plugin;
+        let plugin_name = registry.plugin(provider).info.name.to_string();
+        index.insert(entry.name.clone(), json!([plugin_name, class]));
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(index))? + "\n";
+    std::fs::write(tmp.path().join("model_index.json"), text)
+        .context("writing model_index.json")?;
+    std::fs::write(
+        tmp.path().join("manifest.yaml"),
+        compiled_manifest(manifest)?,
+    )
+    .context("writing manifest.yaml")?;
+    std::fs::rename(tmp.path(), out)
+        .with_context(|| format!("renaming {} to {}", tmp.path().display(), out.display()))?;
+    // The directory moved; dropping `tmp` finds nothing left to remove.
+    drop(tmp);
+    Ok(())
+}
+
+/// The manifest's text with each model's `model_id` pointing at its compiled directory and
+/// `export: false`; plugin paths become absolute.
+fn compiled_manifest(manifest: &crate::manifest::Manifest) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&manifest.file)
+        .with_context(|| format!("reading {}", manifest.file.display()))?;
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    if let Some(plugins) = doc.get_mut("plugins").and_then(|p| p.as_sequence_mut()) {
+        for p in plugins.iter_mut() {
+            if let Some(s) = p.as_str() {
+                if s.contains('/') || crate::plugins::is_library_file_name(s) {
+                    let abs = std::path::absolute(manifest.dir().join(s))?;
+                    *p = serde_yaml::Value::String(abs.display().to_string());
+                }
+            }
+        }
+    }
+    if let Some(models) = doc.get_mut("models").and_then(|m| m.as_sequence_mut()) {
+        for m in models.iter_mut() {
+            let Some(map) = m.as_mapping_mut() else {
+                continue;
+            };
+            let name = map
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string();
+            map.insert("model_id".into(), name.into());
+            map.insert("export".into(), false.into());
+        }
+    }
+    Ok(format!(
+        "# Written by mlhost compile from {}: every model loads its compiled directory.\n{}",
+        manifest.file.display(),
+        serde_yaml::to_string(&doc)?
+    ))
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub fn compiled_parts(config: &Value, path: &Path) -> Result<Vec<String>, UsageE
 pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<String> {
     let dir = &args.compiled_dir;
     require_dir(dir, "compiled model directory")?;
+    let index_path = dir.join("model_index.json");
+    if !dir.join("rbln_config.json").exists() && index_path.is_file() {
+        return report_pipeline_dir(registry, args, &index_path);
+    }
     let config_path = dir.join("rbln_config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         UsageError(format!(
@@ -91,6 +95,32 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
             bytes.len()
         );
         let _ = writeln!(out, "{}", summary.as_str().trim_end());
+    }
+    Ok(out)
+}
+
+/// The report of a compiled manifest directory (`mlhost compile MANIFEST -o DIR`): its
+/// model_index.json, then each model's report.
+fn report_pipeline_dir(
+    registry: &PluginRegistry,
+    args: &InspectArgs,
+    index_path: &Path,
+) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(index_path)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", index_path.display())))?;
+    let index: Value = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("{} is not valid JSON: {e}", index_path.display())))?;
+    let parts = index
+        .as_object()
+        .ok_or_else(|| UsageError(format!("{} must be a JSON object", index_path.display())))?;
+    let mut out = format!("{}:\n{}\n", index_path.display(), pretty_json(&index));
+    for name in parts.keys().filter(|k| !k.starts_with('_')) {
+        let sub = InspectArgs {
+            compiled_dir: args.compiled_dir.join(name),
+            compiler: args.compiler.clone(),
+        };
+        let _ = writeln!(out, "\n==== model {name} ====");
+        out.push_str(&report(registry, &sub)?);
     }
     Ok(out)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub mod bench;
 pub mod compile;
 pub mod inspect;
+pub mod pipeline;
 pub mod plugins;
 pub mod roundtrip;
 pub mod run;
@@ -40,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// List the loaded plugins and what they provide.
     Plugins(plugins::PluginsArgs),
-    /// Compile a diffusers checkpoint directory and save the compiled model.
+    /// Compile a diffusers checkpoint directory (or every model of a manifest) and save it.
     Compile(compile::CompileArgs),
     /// Run one method (encode / decode) of a compiled or diffusers model on a file.
     Run(run::RunArgs),
@@ -52,6 +53,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve models over the Open Inference Protocol v2 (KServe v2 / Triton HTTP).
     Serve(serve::ServeArgs),
+    /// Run one pipeline of a manifest once: `--input NAME=FILE`, `--output NAME=FILE`.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Which model class, compiler and device to use.
@@ -78,6 +81,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = &cli.command {
         return serve::run(&cli.plugin_dirs, args);
     }
+    if let Command::Pipeline(args) = &cli.command {
+        return pipeline::run(&cli.plugin_dirs, args);
+    }
+    if let Command::Compile(args) = &cli.command {
+        if compile::is_manifest(&args.diffusers_dir) {
+            return compile::run_manifest(&cli.plugin_dirs, args);
+        }
+    }
     let search = plugin_search_path(&cli.plugin_dirs)?;
     let registry = PluginRegistry::load(&search)?;
     match cli.command {
@@ -88,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Roundtrip(args) => roundtrip::run(&registry, &args),
         Command::Bench(args) => bench::run(&registry, &args),
         Command::Serve(args) => serve::run(&cli.plugin_dirs, &args),
+        Command::Pipeline(args) => pipeline::run(&cli.plugin_dirs, &args),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::batcher::{Batcher, MethodSig};
 use super::error::ServeError;
 use super::metrics::{self, ModelMetrics};
+use super::pipeline::ServedPipeline;
 use super::protocol::{self, HEADER_LENGTH};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -38,9 +39,19 @@ pub struct App {
     pub ready: AtomicBool,
     /// The served models by OIP name, set once loading finished.
     pub served: OnceLock<BTreeMap<String, Served>>,
+    /// The served pipelines by OIP name, set once loading finished.
+    pub pipelines: OnceLock<BTreeMap<String, ServedPipeline>>,
 }
 
 impl App {
+    fn pipeline(&self, params: &HashMap<String, String>) -> Option<&ServedPipeline> {
+        let name = params.get("name")?;
+        if params.get("version").is_some_and(|v| v != "1") {
+            return None;
+        }
+        self.pipelines.get()?.get(name)
+    }
+
     fn lookup(&self, params: &HashMap<String, String>) -> Result<(&str, &Served), ServeError> {
         let name = params.get("name").map(String::as_str).unwrap_or("");
         let Some(models) = self.served.get() else {
@@ -123,6 +134,9 @@ async fn model_metadata(
     State(app): State<Arc<App>>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ServeError> {
+    if let Some(p) = app.pipeline(&params) {
+        return Ok(Json(p.metadata()));
+    }
     let (name, served) = app.lookup(&params)?;
     Ok(Json(metadata(name, served)))
 }
@@ -131,7 +145,9 @@ async fn model_ready(
     State(app): State<Arc<App>>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ServeError> {
-    app.lookup(&params)?;
+    if app.pipeline(&params).is_none() {
+        app.lookup(&params)?;
+    }
     if !app.ready.load(Relaxed) {
         return Err(ServeError::NotReady("the server is shutting down".into()));
     }
@@ -145,6 +161,15 @@ async fn infer(
     body: Bytes,
 ) -> Response {
     let start = Instant::now();
+    if let Some(p) = app.pipeline(&params) {
+        if !app.ready.load(Relaxed) {
+            return ServeError::NotReady("the server is shutting down".into()).into_response();
+        }
+        return match infer_pipeline(p, &headers, &body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
     let (name, served) = match app.lookup(&params) {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -161,6 +186,55 @@ async fn infer(
             e.into_response()
         }
     }
+}
+
+fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ServeError> {
+    match headers.get(HEADER_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ServeError::InvalidInput(
+                    "Inference-Header-Content-Length must be a byte count".into(),
+                )
+            }),
+    }
+}
+
+async fn infer_pipeline(
+    p: &ServedPipeline,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ServeError> {
+    let (json, binary) = p.infer(body, header_length(headers)?).await?;
+    Ok(reply(json, binary))
+}
+
+fn reply(json: Vec<u8>, binary: Vec<u8>) -> Response {
+    if binary.is_empty() {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response();
+    }
+    let json_len = json.len();
+    let mut bytes = json;
+    bytes.extend_from_slice(&binary);
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    response
 }
 
 async fn run_infer(

@@ -73,6 +73,18 @@ pub fn load_manifest_model(
     manifest: &Manifest,
     entry: &ModelEntry,
 ) -> anyhow::Result<LoadedModel> {
+    let (class, model) = open_manifest_model(registry, manifest, entry, entry.export.export())?;
+    finish(entry.name.clone(), class, model, entry.serving.clone())
+}
+
+/// Loads (compiling if `export` says so) one manifest model without warming it up; returns its
+/// class and the model.
+pub fn open_manifest_model(
+    registry: &PluginRegistry,
+    manifest: &Manifest,
+    entry: &ModelEntry,
+    export: Export,
+) -> anyhow::Result<(String, ModelBox)> {
     let class = registry.select_model_class(entry.class.as_deref())?;
     if let Some(plugin) = &entry.plugin {
         let provider = &registry.model_classes[&class].plugin;
@@ -105,7 +117,7 @@ pub fn load_manifest_model(
         registry,
         &class,
         &entry.model_id,
-        entry.export.export(),
+        export,
         &Value::Object(rbln_config),
         plugin_name,
     )
@@ -117,7 +129,7 @@ pub fn load_manifest_model(
             entry.model_id.display()
         )
     })?;
-    finish(entry.name.clone(), class, model, entry.serving.clone())
+    Ok((class, model))
 }
 
 /// Loads the compiled model in `dir` (a model repository entry) with default serving options.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod pipeline;
 pub mod protocol;
 
 use crate::cli::UsageError;
@@ -94,7 +95,7 @@ async fn serve(
 
     let repository = opts.model_repository.clone();
     let loading = tokio::task::spawn_blocking(move || load_all(&registry, manifest, repository));
-    let models = tokio::select! {
+    let (models, pipelines) = tokio::select! {
         loaded = loading => match loaded.context("loading models")? {
             Ok(models) => models,
             Err(e) => {
@@ -132,8 +133,10 @@ async fn serve(
             );
         }
     }
-    let names: Vec<String> = served.keys().cloned().collect();
+    let mut names: Vec<String> = served.keys().cloned().collect();
+    names.extend(pipelines.keys().cloned());
     let _ = app.served.set(served);
+    let _ = app.pipelines.set(pipelines);
     app.ready.store(true, Relaxed);
     eprintln!("mlhost serve: ready: {}", names.join(", "));
 
@@ -157,11 +160,13 @@ async fn serve(
     Ok(())
 }
 
+type Pipelines = BTreeMap<String, pipeline::ServedPipeline>;
+
 fn load_all(
     registry: &PluginRegistry,
     manifest: Option<Manifest>,
     repository: Option<PathBuf>,
-) -> anyhow::Result<Vec<LoadedModel>> {
+) -> anyhow::Result<(Vec<LoadedModel>, Pipelines)> {
     let mut models = Vec::new();
     if let Some(m) = &manifest {
         for entry in &m.models {
@@ -198,7 +203,27 @@ fn load_all(
             return Err(anyhow!("no model under {} could be loaded", dir.display()));
         }
     }
-    Ok(models)
+    let mut pipelines = BTreeMap::new();
+    if let Some(m) = &manifest {
+        for p in &m.resolved {
+            let mut used = BTreeMap::new();
+            for name in crate::cli::pipeline::models_of(p) {
+                let loaded = models
+                    .iter()
+                    .find(|l| l.name == name)
+                    .ok_or_else(|| anyhow!("pipeline {}: model {name} is not loaded", p.name))?;
+                used.insert(name, loaded.model.clone());
+            }
+            pipelines.insert(
+                p.name.clone(),
+                pipeline::ServedPipeline {
+                    pipeline: Arc::new(p.clone()),
+                    models: Arc::new(crate::cli::pipeline::ManifestModels(used)),
+                },
+            );
+        }
+    }
+    Ok((models, pipelines))
 }
 
 /// Resolves on SIGTERM or SIGINT (registered now, so an early signal is not lost).
