@@ -153,6 +153,10 @@ pub struct Step {
     /// low-resolution tensor and the op sees it at twice its height and width.
     #[serde(default)]
     pub upsample_input: bool,
+    /// The step's last operand is added to its result in the kernel's epilogue (set by the
+    /// `FuseResidualAdd` pass; Winograd convolutions only).
+    #[serde(default)]
+    pub residual: bool,
 }
 
 /// Where a value lives at run time.
@@ -369,6 +373,16 @@ impl Program {
                     return Err(ctx(
                         "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in the Winograd taps layout".into(),
                     ));
+                }
+            }
+            if step.residual {
+                let out = &self.values[step.output].shape;
+                match shapes.pop() {
+                    Some(r) if step.algo == Algo::WinogradF4 && r == out.as_slice() => {}
+                    _ => return Err(ctx(
+                        "a residual operand needs a Winograd convolution and the output's shape"
+                            .into(),
+                    )),
                 }
             }
             let doubled;

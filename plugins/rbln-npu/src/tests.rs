@@ -534,3 +534,48 @@ fn fuse_attention_on_a_small_graph() {
         assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{i}: {g} vs {w}");
     }
 }
+
+/// `FuseResidualAdd`: `add(conv3x3(x), shortcut(x))`, with the shortcut scheduled after the
+/// convolution, becomes one Winograd step with the residual in its epilogue, run at the add's
+/// place; the result matches the reference.
+#[test]
+fn fuse_residual_add_on_a_small_graph() {
+    let mut rng = ChaCha8Rng::seed_from_u64(51);
+    let (c, h, w) = (24, 12, 20);
+    let x = rv(&mut rng, c * h * w);
+    let (w3, b3, w1) = (rv(&mut rng, c * c * 9), rv(&mut rng, c), rv(&mut rng, c * c));
+    let mut g = GraphBuilder::new("res");
+    let xi = g.input("x", vec![1, c, h, w]);
+    let cw3 = g.constant("conv.weight", vec![c, c, 3, 3], w3.clone());
+    let cb3 = g.constant("conv.bias", vec![c], b3.clone());
+    let cw1 = g.constant("short.weight", vec![c, c, 1, 1], w1.clone());
+    let y = g.conv2d("conv", xi, cw3, Some(cb3), [1, 1], [1, 1, 1, 1]);
+    let s = g.conv2d("short", xi, cw1, None, [1, 1], [0, 0, 0, 0]);
+    let out = g.add("sum", y, s);
+    g.output("y", out);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let steps: Vec<(&str, bool)> = exe
+        .program()
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.residual))
+        .collect();
+    assert_eq!(steps, [("short", false), ("conv", true)]);
+    let geom = |k: usize, pad: usize| ConvGeom {
+        input: [1, c, h, w],
+        c_out: c,
+        kernel: [k, k],
+        stride: [1, 1],
+        padding: [pad; 4],
+    };
+    let want = r::add(
+        &r::conv2d(&geom(3, 1), &x, &w3, Some(&b3)),
+        &r::conv2d(&geom(1, 0), &x, &w1, None),
+    );
+    let xt = Tensor::new(vec![1, c, h, w], x).unwrap();
+    let got = exe.run(&[NamedTensor::new("x", xt)]).unwrap();
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (&g, &w)) in got[0].tensor.data().iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 4e-4 * scale, "{i}: {g} vs {w}");
+    }
+}

@@ -245,11 +245,21 @@ fn winograd_matches_reference_on_odd_shapes() {
         for bias in [Some(b.as_slice()), None] {
             let want = reference::conv2d(&g, &x, &w, bias);
             let mut got = vec![f32::NAN; want.len()];
-            winograd::conv3x3(&g, &x, false, &u, bias, &mut got);
+            winograd::conv3x3(&g, &x, false, &u, bias, None, &mut got);
             // Sums of up to 9 * 300 products of magnitude <= 1: allow for the transforms'
             // rounding relative to the size of the sums.
             let scale = (input[1] as f32 * 9.0).sqrt();
             assert_close(&got, &want, 2e-5 * scale, &format!("winograd {g:?}"));
+            // With a residual added in the epilogue.
+            let res = rand_vec(&mut rng, want.len());
+            winograd::conv3x3(&g, &x, false, &u, bias, Some(&res), &mut got);
+            let want = reference::add(&want, &res);
+            assert_close(
+                &got,
+                &want,
+                2e-5 * scale,
+                &format!("winograd+residual {g:?}"),
+            );
         }
     }
 }
@@ -301,7 +311,7 @@ fn winograd_reads_through_a_folded_upsampling() {
         winograd::transform_filters(&taps, c_out, c, &mut u);
         let want = reference::conv2d(&g, &up, &wt, Some(&b));
         let mut got = vec![f32::NAN; want.len()];
-        winograd::conv3x3(&g, &x, true, &u, Some(&b), &mut got);
+        winograd::conv3x3(&g, &x, true, &u, Some(&b), None, &mut got);
         assert_close(
             &got,
             &want,

@@ -323,6 +323,13 @@ unsafe fn deinterleave4_avx2(seg: &[f32], d: [&mut [f32; L]; 4]) {
     }
 }
 
+/// What the output transform adds: a bias per channel and a residual per element.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+}
+
 /// The static geometry of one Winograd convolution.
 #[derive(Clone, Copy)]
 struct Geo {
@@ -362,7 +369,7 @@ fn chunk_body(
     geo: &Geo,
     x: &[f32],
     u: &[f32],
-    bias: Option<&[f32]>,
+    ep: Epilogue<'_>,
     (t0, tc): (usize, usize),
     v: &mut [f32],
     m: &mut [f32],
@@ -531,7 +538,7 @@ fn chunk_body(
             });
     }
     for co in 0..c_out {
-        let bv = bias.map_or(0.0, |b| b[co]);
+        let bv = ep.bias.map_or(0.0, |b| b[co]);
         for q in 0..nq {
             let lanes = L.min(tc - q * L);
             let mut mm = [[0.0f32; L]; POINTS];
@@ -559,6 +566,12 @@ fn chunk_body(
                         dst[4 * l + 2] = o2[l] + bv;
                         dst[4 * l + 3] = o3[l] + bv;
                     }
+                    if let Some(res) = ep.residual {
+                        let r = &res[base + i * ow..][..TILE * L];
+                        for (d, &a) in dst.iter_mut().zip(r) {
+                            *d += a;
+                        }
+                    }
                 }
                 continue;
             }
@@ -572,7 +585,9 @@ fn chunk_body(
                     for j in 0..cols {
                         // SAFETY: in bounds (asserted for the last pixel of the tile); the
                         // tile's pixels of image b, channel co belong to this chunk only.
-                        unsafe { *out.0.add(base + i * ow + j) = o[4 * i + j][lane] + bv };
+                        let at = base + i * ow + j;
+                        let add = ep.residual.map_or(bv, |r| bv + r[at]);
+                        unsafe { *out.0.add(at) = o[4 * i + j][lane] + add };
                     }
                 }
             }
@@ -586,7 +601,7 @@ unsafe fn chunk_avx2(
     geo: &Geo,
     x: &[f32],
     u: &[f32],
-    bias: Option<&[f32]>,
+    ep: Epilogue<'_>,
     range: (usize, usize),
     v: &mut [f32],
     m: &mut [f32],
@@ -594,14 +609,14 @@ unsafe fn chunk_avx2(
     out_len: usize,
     kernel: MicroKernel,
 ) {
-    chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
+    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernel)
 }
 
 fn chunk(
     geo: &Geo,
     x: &[f32],
     u: &[f32],
-    bias: Option<&[f32]>,
+    ep: Epilogue<'_>,
     range: (usize, usize),
     v: &mut [f32],
     m: &mut [f32],
@@ -612,9 +627,9 @@ fn chunk(
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { chunk_avx2(geo, x, u, bias, range, v, m, out, out_len, kernel) };
+        return unsafe { chunk_avx2(geo, x, u, ep, range, v, m, out, out_len, kernel) };
     }
-    chunk_body(geo, x, u, bias, range, v, m, out, out_len, kernel)
+    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernel)
 }
 
 /// The padded point stride of V and channel stride of M (see the module docs) for chunks of
@@ -634,7 +649,8 @@ fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
 }
 
 /// 3x3, stride-1 convolution of `x` (`g.input`) with transformed filters `u` (see
-/// [`transform_filters`]) into `out` (`g.output()`), adding `bias` per output channel.
+/// [`transform_filters`]) into `out` (`g.output()`), adding `bias` per output channel and, if
+/// given, `residual` (shaped like `out`) element-wise in the same pass.
 ///
 /// With `upsampled`, `x` holds the input at half of `g.input`'s (even) height and width and is
 /// read through a nearest-neighbour 2x upsampling.
@@ -644,6 +660,7 @@ pub fn conv3x3(
     upsampled: bool,
     u: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
     assert!(applies(g), "winograd: not a 3x3 stride-1 convolution");
@@ -662,12 +679,21 @@ pub fn conv3x3(
     if let Some(b) = bias {
         assert!(b.len() >= c_out, "winograd: bias too short");
     }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), out.len(), "winograd: residual length");
+    }
+    let ep = Epilogue { bias, residual };
     if out.is_empty() {
         return;
     }
     if c_in == 0 {
         for (co, plane) in out.chunks_mut(oh * ow).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[co % c_out]));
+        }
+        if let Some(r) = residual {
+            for (o, &a) in out.iter_mut().zip(r) {
+                *o += a;
+            }
         }
         return;
     }
@@ -705,7 +731,7 @@ pub fn conv3x3(
             }
             let t0 = k * tc;
             let range = (t0, tc.min(tiles - t0));
-            chunk(&geo, x, u, bias, range, v, m, shared, out_len);
+            chunk(&geo, x, u, ep, range, v, m, shared, out_len);
         })
     });
 }

@@ -87,11 +87,17 @@ pub(crate) fn execute(
                 stride: c.stride,
                 padding: c.padding,
             };
-            let bias = ins.get(2).copied();
+            // Operands: x, w, optional bias, then the residual when the step has one.
+            let (bias, residual) = if step.residual {
+                let n = ins.len();
+                ((n == 4).then(|| ins[2]), Some(ins[n - 1]))
+            } else {
+                (ins.get(2).copied(), None)
+            };
             if step.algo == Algo::WinogradF4 {
                 let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];
                 winograd::transform_filters(ins[1], w[0], w[1], u);
-                winograd::conv3x3(&g, ins[0], step.upsample_input, u, bias, out);
+                winograd::conv3x3(&g, ins[0], step.upsample_input, u, bias, residual, out);
             } else if packed(p, step, 1) {
                 conv::conv2d_packed(&g, ins[0], ins[1], bias, out);
             } else {

@@ -57,6 +57,9 @@ pub fn kernel_label(step: &Step) -> String {
     if step.upsample_input {
         k = format!("upsample2x+{k}");
     }
+    if step.residual {
+        k.push_str("+residual");
+    }
     if let Some(a) = step.activation {
         k = format!("{k}+{}", format!("{a:?}").to_lowercase());
     }

@@ -4,6 +4,7 @@ mod constant_fold;
 mod fold_upsample;
 mod fuse_attention;
 mod fuse_group_norm_silu;
+mod fuse_residual_add;
 mod pack_conv_weights;
 mod pack_linear_weights;
 mod plan_memory;
@@ -13,6 +14,7 @@ pub use constant_fold::ConstantFold;
 pub use fold_upsample::FoldUpsample;
 pub use fuse_attention::FuseAttention;
 pub use fuse_group_norm_silu::FuseGroupNormSilu;
+pub use fuse_residual_add::FuseResidualAdd;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
 pub use plan_memory::PlanMemory;
@@ -46,6 +48,7 @@ pub fn pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(FuseAttention),
         Box::new(SelectWinograd),
         Box::new(FoldUpsample),
+        Box::new(FuseResidualAdd),
         Box::new(PackConvWeights),
         Box::new(PackLinearWeights),
         Box::new(PlanMemory),
