@@ -543,7 +543,11 @@ fn fuse_residual_add_on_a_small_graph() {
     let mut rng = ChaCha8Rng::seed_from_u64(51);
     let (c, h, w) = (24, 12, 20);
     let x = rv(&mut rng, c * h * w);
-    let (w3, b3, w1) = (rv(&mut rng, c * c * 9), rv(&mut rng, c), rv(&mut rng, c * c));
+    let (w3, b3, w1) = (
+        rv(&mut rng, c * c * 9),
+        rv(&mut rng, c),
+        rv(&mut rng, c * c),
+    );
     let mut g = GraphBuilder::new("res");
     let xi = g.input("x", vec![1, c, h, w]);
     let cw3 = g.constant("conv.weight", vec![c, c, 3, 3], w3.clone());
