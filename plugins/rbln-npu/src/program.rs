@@ -238,6 +238,61 @@ impl Program {
         self.outputs.iter().any(|o| o.value == v)
     }
 
+    /// A new constant value of `shape` holding `data` in `layout`.
+    pub fn add_weight(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        layout: Layout,
+        data: Vec<f32>,
+    ) -> ValueId {
+        self.weights.push(Weight {
+            name,
+            layout,
+            len: data.len(),
+            data,
+        });
+        self.values.push(Value {
+            shape,
+            def: Def::Weight(self.weights.len() - 1),
+        });
+        self.values.len() - 1
+    }
+
+    /// Stores constant value `v` as `data` in `layout`: in place when nothing else reads it
+    /// (`in_place`), else as a new value (named `<name>#<suffix>`) that is returned.
+    pub fn relayout_weight(
+        &mut self,
+        v: ValueId,
+        data: Vec<f32>,
+        layout: Layout,
+        in_place: bool,
+        suffix: &str,
+    ) -> ValueId {
+        let Def::Weight(w) = self.values[v].def else {
+            panic!("relayout_weight: value {v} is not a constant")
+        };
+        if in_place {
+            let wt = &mut self.weights[w];
+            wt.len = data.len();
+            wt.data = data;
+            wt.layout = layout;
+            return v;
+        }
+        let name = format!("{}#{suffix}", self.weights[w].name);
+        self.add_weight(name, self.values[v].shape.clone(), layout, data)
+    }
+
+    /// Removes the steps marked in `remove`, then [`compact`](Self::compact)s.
+    pub fn remove_steps(&mut self, remove: &[bool]) {
+        let mut i = 0;
+        self.steps.retain(|_| {
+            i += 1;
+            !remove[i - 1]
+        });
+        self.compact();
+    }
+
     /// Drops values and weights nothing refers to any more, renumbers, and re-derives step
     /// definitions. Clears the memory plan.
     pub fn compact(&mut self) {

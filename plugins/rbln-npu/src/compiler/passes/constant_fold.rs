@@ -4,7 +4,7 @@
 //! (`s (W x + b) = (s W) x + s b`; the VAE's attention scales `q` this way).
 
 use super::{Pass, ProgressFn};
-use crate::program::{Def, Layout, Program, Value, ValueId, Weight};
+use crate::program::{Def, Layout, Program, ValueId, Weight};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 
@@ -76,27 +76,14 @@ impl Pass for ConstantFold {
                 let v = p.steps[prod].inputs[slot];
                 let w = constant(p, v).expect("checked");
                 let data: Vec<f32> = p.weights[w].data.iter().map(|&a| a * f).collect();
-                p.weights.push(Weight {
-                    name: format!("{}#scaled", p.weights[w].name),
-                    layout: Layout::Plain,
-                    len: data.len(),
-                    data,
-                });
-                p.values.push(Value {
-                    shape: p.values[v].shape.clone(),
-                    def: Def::Weight(p.weights.len() - 1),
-                });
-                p.steps[prod].inputs[slot] = p.values.len() - 1;
+                let name = format!("{}#scaled", p.weights[w].name);
+                let shape = p.values[v].shape.clone();
+                p.steps[prod].inputs[slot] = p.add_weight(name, shape, Layout::Plain, data);
             }
             p.steps[prod].output = p.steps[s].output;
             remove[s] = true;
         }
-        let mut i = 0;
-        p.steps.retain(|_| {
-            i += 1;
-            !remove[i - 1]
-        });
-        p.compact();
+        p.remove_steps(&remove);
         Ok(())
     }
 }

@@ -42,12 +42,7 @@ impl Pass for FoldUpsample {
             p.steps[s].upsample_input = true;
             remove[u] = true;
         }
-        let mut i = 0;
-        p.steps.retain(|_| {
-            i += 1;
-            !remove[i - 1]
-        });
-        p.compact();
+        p.remove_steps(&remove);
         Ok(())
     }
 }

@@ -75,12 +75,7 @@ impl Pass for FuseAttention {
             remove[sm] = true;
             chain.iter().for_each(|&c| remove[c] = true);
         }
-        let mut i = 0;
-        p.steps.retain(|_| {
-            i += 1;
-            !remove[i - 1]
-        });
-        p.compact();
+        p.remove_steps(&remove);
         Ok(())
     }
 }

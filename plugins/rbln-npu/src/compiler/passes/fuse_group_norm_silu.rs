@@ -36,12 +36,7 @@ impl Pass for FuseGroupNormSilu {
             p.steps[s].output = p.steps[t].output;
             remove[t] = true;
         }
-        let mut i = 0;
-        p.steps.retain(|_| {
-            i += 1;
-            !remove[i - 1]
-        });
-        p.compact();
+        p.remove_steps(&remove);
         Ok(())
     }
 }

@@ -48,12 +48,7 @@ impl Pass for FuseResidualAdd {
                 break;
             }
         }
-        let mut i = 0;
-        p.steps.retain(|_| {
-            i += 1;
-            !remove[i - 1]
-        });
-        p.compact();
+        p.remove_steps(&remove);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ pub use plan_memory::PlanMemory;
 pub use select_winograd::{direct_cost, winograd_cost, SelectWinograd};
 
 use crate::kernels::gemm;
-use crate::program::{Def, Layout, Program, Value, ValueId, Weight};
+use crate::program::{Def, Layout, Program, ValueId};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 use std::collections::HashMap;
@@ -99,23 +99,8 @@ pub(crate) fn pack_weight_operands(
             && uses[v].iter().all(|&(st, slot)| {
                 slot == 1 && matches!(p.steps[st].op, Op::Conv2d(_) | Op::Linear)
             });
-        if only_weight_slots {
-            let wt = &mut p.weights[w];
-            wt.len = data.len();
-            wt.data = data;
-            wt.layout = layout;
-        } else {
-            p.weights.push(Weight {
-                name: format!("{}#packed", p.weights[w].name),
-                layout,
-                len: data.len(),
-                data,
-            });
-            p.values.push(Value {
-                shape: p.values[v].shape.clone(),
-                def: Def::Weight(p.weights.len() - 1),
-            });
-            let nv = p.values.len() - 1;
+        let nv = p.relayout_weight(v, data, layout, only_weight_slots, "packed");
+        if nv != v {
             copies.insert(v, nv);
             p.steps[s].inputs[1] = nv;
         }

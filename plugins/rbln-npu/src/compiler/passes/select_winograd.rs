@@ -10,7 +10,7 @@
 
 use super::{Pass, ProgressFn};
 use crate::kernels::{gemm, winograd};
-use crate::program::{Algo, Def, Layout, Program, Value, ValueId, Weight};
+use crate::program::{Algo, Def, Layout, Program, ValueId};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 use std::collections::HashMap;
@@ -102,26 +102,9 @@ impl Pass for SelectWinograd {
                 && uses[v]
                     .iter()
                     .all(|&(st, slot)| slot == 1 && is_candidate[st]);
-            if only_candidates {
-                let wt = &mut p.weights[wi];
-                wt.len = data.len();
-                wt.data = data;
-                wt.layout = layout;
-                converted.insert(v, v);
-            } else {
-                p.weights.push(Weight {
-                    name: format!("{}#winograd", p.weights[wi].name),
-                    layout,
-                    len: data.len(),
-                    data,
-                });
-                p.values.push(Value {
-                    shape: p.values[v].shape.clone(),
-                    def: Def::Weight(p.weights.len() - 1),
-                });
-                p.steps[s].inputs[1] = p.values.len() - 1;
-                converted.insert(v, p.values.len() - 1);
-            }
+            let nv = p.relayout_weight(v, data, layout, only_candidates, "winograd");
+            p.steps[s].inputs[1] = nv;
+            converted.insert(v, nv);
             p.steps[s].algo = Algo::WinogradF4;
         }
         progress("select winograd", total, total);
