@@ -13,7 +13,9 @@ use plugin_api::{
     TensorSpec,
 };
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// One compiled graph: its artifact and, when runtimes are created, the loaded executable.
 pub(crate) struct Part {
@@ -22,7 +24,22 @@ pub(crate) struct Part {
     pub input: TensorSpec,
     pub output: TensorSpec,
     artifact: Artifact,
-    exe: Option<ExecutableBox>,
+    runtime: Runtime,
+}
+
+/// Whether and when a part's executable exists.
+enum Runtime {
+    /// `create_runtimes=false`.
+    None,
+    /// Loaded when the model was.
+    Loaded(ExecutableBox),
+    /// Validated when the model was loaded (the device loaded it, checking version, checksum
+    /// and signature, and dropped it), created again on first use. The encoder is kept this
+    /// way: text-to-image serving never encodes, and its weights would otherwise stay in memory.
+    OnFirstUse {
+        exe: OnceLock<ExecutableBox>,
+        init: Mutex<()>,
+    },
 }
 
 /// Where a part's artifact bytes are, for `save_pretrained`.
@@ -40,9 +57,9 @@ enum Artifact {
 }
 
 impl Artifact {
-    fn bytes(&self) -> Result<Vec<u8>, PluginError> {
+    fn bytes(&self) -> Result<Cow<'_, [u8]>, PluginError> {
         match self {
-            Artifact::InMemory(b) => Ok(b.clone()),
+            Artifact::InMemory(b) => Ok(Cow::Borrowed(b)),
             Artifact::OnDisk { path, len, crc32 } => {
                 let b = std::fs::read(path).map_err(|e| {
                     PluginError::invalid(format!(
@@ -57,7 +74,7 @@ impl Artifact {
                         path.display()
                     )));
                 }
-                Ok(b)
+                Ok(Cow::Owned(b))
             }
         }
     }
@@ -71,6 +88,8 @@ pub struct RBLNAutoencoderKL {
     pub(crate) encoder: Option<Part>,
     pub(crate) decoder: Part,
     extension: String,
+    /// Creates the runtimes that are made on first use.
+    device: DeviceBox,
 }
 
 fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
@@ -98,39 +117,65 @@ fn specs(
     }
 }
 
+/// Loads `artifact` on `device` and checks its signature against the expected `input` and
+/// `output`.
+fn load_exe(
+    device: &DeviceBox,
+    name: &str,
+    artifact: &[u8],
+    input: &TensorSpec,
+    output: &TensorSpec,
+) -> Result<ExecutableBox, PluginError> {
+    let exe = device
+        .load(artifact.into())
+        .into_result()
+        .map_err(|e| e.context(format!("loading the {name} executable")))?;
+    let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
+    if ins != [input.clone()] || outs != [output.clone()] {
+        let fmt = |v: &[TensorSpec]| {
+            v.iter()
+                .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(PluginError::invalid(format!(
+            "the {name} executable has inputs ({}) and outputs ({}) but {RBLN_CONFIG_FILE} \
+             implies inputs ({}) and outputs ({})",
+            fmt(&ins),
+            fmt(&outs),
+            fmt(std::slice::from_ref(input)),
+            fmt(std::slice::from_ref(output))
+        )));
+    }
+    Ok(exe)
+}
+
+/// When a part's runtime is created.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    Never,
+    Now,
+    OnFirstUse,
+}
+
 fn load_part(
     device: &DeviceBox,
-    create_runtime: bool,
+    when: When,
     name: &'static str,
     artifact: Vec<u8>,
     source: Option<std::path::PathBuf>,
     (input, output): (TensorSpec, TensorSpec),
 ) -> Result<Part, PluginError> {
-    let exe = if create_runtime {
-        let exe = device
-            .load(artifact.as_slice().into())
-            .into_result()
-            .map_err(|e| e.context(format!("loading the {name} executable")))?;
-        let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
-        if ins != [input.clone()] || outs != [output.clone()] {
-            let fmt = |v: &[TensorSpec]| {
-                v.iter()
-                    .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(PluginError::invalid(format!(
-                "the {name} executable has inputs ({}) and outputs ({}) but {RBLN_CONFIG_FILE} \
-                 implies inputs ({}) and outputs ({})",
-                fmt(&ins),
-                fmt(&outs),
-                fmt(&[input]),
-                fmt(&[output])
-            )));
+    let runtime = match when {
+        When::Never => Runtime::None,
+        When::Now => Runtime::Loaded(load_exe(device, name, &artifact, &input, &output)?),
+        When::OnFirstUse => {
+            drop(load_exe(device, name, &artifact, &input, &output)?);
+            Runtime::OnFirstUse {
+                exe: OnceLock::new(),
+                init: Mutex::new(()),
+            }
         }
-        Some(exe)
-    } else {
-        None
     };
     let artifact = match source {
         Some(path) => Artifact::OnDisk {
@@ -145,8 +190,17 @@ fn load_part(
         input,
         output,
         artifact,
-        exe,
+        runtime,
     })
+}
+
+/// The runtime `when` for part `name` with `create_runtimes`.
+fn when(create_runtimes: bool, name: &str) -> When {
+    match (create_runtimes, name == ENCODER.0) {
+        (false, _) => When::Never,
+        (true, true) => When::OnFirstUse,
+        (true, false) => When::Now,
+    }
 }
 
 impl RBLNAutoencoderKL {
@@ -217,24 +271,23 @@ impl RBLNAutoencoderKL {
                 .map_err(|e| e.context(format!("compiling the {}", p.name)))?
                 .into_vec();
             let io = specs(&rc, &model.config, p.name);
-            let create = rc.runtime.create_runtimes;
             parts.push(load_part(
                 &backend.device,
-                create,
+                when(rc.runtime.create_runtimes, p.name),
                 p.name,
                 artifact,
                 None,
                 io,
             )?);
         }
-        Self::assemble(rc, model.config, parts, &backend)
+        Self::assemble(rc, model.config, parts, backend)
     }
 
     fn assemble(
         rbln_config: RBLNAutoencoderKLConfig,
         vae_config: AutoencoderKLConfig,
         mut parts: Vec<Part>,
-        backend: &Backend,
+        backend: Backend,
     ) -> Result<Self, PluginError> {
         let decoder = parts
             .pop()
@@ -246,6 +299,7 @@ impl RBLNAutoencoderKL {
             rbln_config,
             vae_config,
             extension: backend.compiler.artifact_extension().into_string(),
+            device: backend.device,
         })
     }
 
@@ -301,7 +355,7 @@ impl RBLNAutoencoderKL {
             let source = std::path::absolute(dir.join(&file)).unwrap_or_else(|_| dir.join(&file));
             let part = load_part(
                 &backend.device,
-                rc.runtime.create_runtimes,
+                when(rc.runtime.create_runtimes, p.name),
                 p.name,
                 artifact,
                 Some(source),
@@ -310,7 +364,7 @@ impl RBLNAutoencoderKL {
             .map_err(|e| e.context(dir.join(&file).display()))?;
             parts.push(part);
         }
-        Self::assemble(rc, vae, parts, &backend)
+        Self::assemble(rc, vae, parts, backend)
     }
 
     /// Writes `encoder.<ext>` (if compiled), `decoder.<ext>`, `rbln_config.json` and the
@@ -321,7 +375,7 @@ impl RBLNAutoencoderKL {
         for part in self.encoder.iter().chain([&self.decoder]) {
             files.push((
                 format!("{}.{}", part.name, self.extension),
-                part.artifact.bytes()?,
+                part.artifact.bytes()?.into_owned(),
             ));
         }
         files.push((
@@ -345,13 +399,7 @@ impl RBLNAutoencoderKL {
                 self.rbln_config.sample_size
             )));
         }
-        let exe = part.exe.as_ref().ok_or_else(|| {
-            PluginError::invalid(format!(
-                "{method}: the model was loaded with create_runtimes=false, so no runtime exists \
-                 for the {}; load it with create_runtimes=true",
-                part.name
-            ))
-        })?;
+        let exe = self.executable(part, method)?;
         let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), x.clone())]);
         let outputs = exe
             .run(inputs)
@@ -375,6 +423,40 @@ impl RBLNAutoencoderKL {
             )));
         }
         Ok(out.tensor)
+    }
+
+    /// The executable of `part`, created now if it is made on first use.
+    fn executable<'a>(
+        &self,
+        part: &'a Part,
+        method: &str,
+    ) -> Result<&'a ExecutableBox, PluginError> {
+        let (exe, init) = match &part.runtime {
+            Runtime::Loaded(exe) => return Ok(exe),
+            Runtime::None => {
+                return Err(PluginError::invalid(format!(
+                    "{method}: the model was loaded with create_runtimes=false, so no runtime \
+                     exists for the {}; load it with create_runtimes=true",
+                    part.name
+                )))
+            }
+            Runtime::OnFirstUse { exe, init } => (exe, init),
+        };
+        if let Some(e) = exe.get() {
+            return Ok(e);
+        }
+        // One thread creates it; the others wait here and then find it made.
+        let _guard = init.lock().unwrap_or_else(|p| p.into_inner());
+        if exe.get().is_none() {
+            let bytes = part
+                .artifact
+                .bytes()
+                .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
+            let made = load_exe(&self.device, part.name, &bytes, &part.input, &part.output)
+                .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
+            let _ = exe.set(made);
+        }
+        Ok(exe.get().expect("set above under the lock"))
     }
 
     /// Encodes images `x: [B, in_channels, H, W]` (exactly the compiled shape) into the latent

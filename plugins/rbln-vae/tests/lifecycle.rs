@@ -322,3 +322,49 @@ fn plugin_model_class() {
         "{e}"
     );
 }
+
+#[test]
+fn encoder_runtime_is_validated_at_load_and_created_on_first_encode() {
+    let m = compile(&fixture(), Export::Yes, full()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("compiled");
+    m.save_pretrained(&out).unwrap();
+    let want = m.encode(&io("x")).unwrap();
+
+    // The first encode of a loaded model creates the encoder's runtime from the file; the
+    // result equals the model that compiled it, and later encodes reuse it.
+    let loaded = compile(&out, Export::No, Value::Null).unwrap();
+    let got = loaded.encode(&io("x")).unwrap();
+    assert_eq!(got.mean, want.mean);
+    assert_eq!(got.logvar, want.logvar);
+    std::fs::remove_file(out.join("encoder.ref")).unwrap();
+    assert_eq!(loaded.encode(&io("x")).unwrap().mean, want.mean);
+
+    // A broken encoder is still refused when the model is loaded, not at the first encode.
+    std::fs::write(out.join("encoder.ref"), b"garbage").unwrap();
+    let e = compile(&out, Export::No, Value::Null).err().unwrap();
+    assert!(
+        e.message().contains("encoder.ref") && e.message().contains("encoder executable"),
+        "{e}"
+    );
+
+    // An encoder file that changes between load and first encode is refused by name.
+    m.save_pretrained(root.path().join("second")).unwrap();
+    let second = root.path().join("second");
+    let loaded = compile(&second, Export::No, Value::Null).unwrap();
+    let mut bytes = std::fs::read(second.join("encoder.ref")).unwrap();
+    bytes.push(b' ');
+    std::fs::write(second.join("encoder.ref"), &bytes).unwrap();
+    let e = loaded.encode(&io("x")).unwrap_err();
+    assert!(
+        e.message().contains("encode")
+            && e.message().contains("encoder.ref")
+            && e.message().contains("changed on disk"),
+        "{e}"
+    );
+    // Decoding is unaffected.
+    assert_eq!(
+        loaded.decode(&io("z")).unwrap(),
+        m.decode(&io("z")).unwrap()
+    );
+}
