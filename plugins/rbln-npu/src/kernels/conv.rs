@@ -44,73 +44,130 @@ struct Im2col<'a> {
 }
 
 impl Im2col<'_> {
-    /// Panel whose columns all lie in one output row: for each (ci, ky, kx) the source is one
-    /// input row, contiguous when the stride is 1.
-    fn pack_one_row(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
+    /// Row `(ci, ky, kx)` of a panel whose `width` columns start at output pixel `(oy, ox0)`
+    /// and stay in that output row: the source is one input row, contiguous when the stride
+    /// is 1.
+    #[inline(always)]
+    fn fill_row(
+        &self,
+        (ci, ky, kx): (usize, usize, usize),
+        (oy, ox0): (usize, usize),
+        width: usize,
+        row: &mut [f32],
+    ) {
         let [_, _, h, w] = self.g.input;
-        let [kh, kw] = self.g.kernel;
         let [sh, sw] = self.g.stride;
         let (pt, pl) = (self.g.padding[0] as isize, self.g.padding[1] as isize);
-        let (oy, ox0) = (j0 / self.ow, j0 % self.ow);
-        let (mut ci, mut ky, mut kx) = (k0 / (kh * kw), k0 / kw % kh, k0 % kw);
-        for kk in 0..kc {
-            let row = &mut dst[kk * NR..(kk + 1) * NR];
-            let iy = (oy * sh) as isize + ky as isize - pt;
-            if iy < 0 || iy >= h as isize {
-                row.fill(0.0);
+        let iy = (oy * sh) as isize + ky as isize - pt;
+        if iy < 0 || iy >= h as isize {
+            row.fill(0.0);
+            return;
+        }
+        let line = &self.x[(ci * h + iy as usize) * w..][..w];
+        let ix0 = (ox0 * sw) as isize + kx as isize - pl;
+        if sw == 1 {
+            // Columns jj with 0 <= ix0 + jj < w read line[ix0 + jj]; the rest are padding.
+            let lo = (-ix0).clamp(0, width as isize) as usize;
+            let hi = (w as isize - ix0).clamp(lo as isize, width as isize) as usize;
+            let src = (ix0 + lo as isize) as usize;
+            if lo == 0 && hi == NR {
+                // The common interior case: a fixed-size copy the compiler inlines.
+                let full: &mut [f32; NR] = row.try_into().expect("panel rows are NR wide");
+                full.copy_from_slice(&line[src..src + NR]);
             } else {
-                let line = &self.x[(ci * h + iy as usize) * w..][..w];
-                let ix0 = (ox0 * sw) as isize + kx as isize - pl;
-                if sw == 1 {
-                    // Columns jj with 0 <= ix0 + jj < w read line[ix0 + jj]; the rest are padding.
-                    let lo = (-ix0).clamp(0, width as isize) as usize;
-                    let hi = (w as isize - ix0).clamp(lo as isize, width as isize) as usize;
-                    let src = (ix0 + lo as isize) as usize;
-                    if lo == 0 && hi == NR {
-                        // The common interior case: a fixed-size copy the compiler inlines.
-                        let full: &mut [f32; NR] = row.try_into().expect("panel rows are NR wide");
-                        full.copy_from_slice(&line[src..src + NR]);
-                    } else {
-                        row[..lo].fill(0.0);
-                        row[lo..hi].copy_from_slice(&line[src..src + (hi - lo)]);
-                        row[hi..].fill(0.0);
-                    }
-                } else {
-                    // Columns jj with 0 <= ix0 + jj * sw < w read line[ix0 + jj * sw].
-                    let s = sw as isize;
-                    let lo = ((-ix0).max(0) + s - 1) / s;
-                    let hi = ((w as isize - ix0 + s - 1) / s).max(0);
-                    let (lo, hi) = (
-                        (lo as usize).min(width),
-                        (hi as usize).clamp(lo as usize, width),
-                    );
-                    row[..lo].fill(0.0);
-                    if hi > lo {
-                        let src = (ix0 + (lo * sw) as isize) as usize;
-                        for (r, &v) in row[lo..hi].iter_mut().zip(line[src..].iter().step_by(sw)) {
-                            *r = v;
-                        }
-                    }
-                    row[hi..].fill(0.0);
-                }
+                row[..lo].fill(0.0);
+                row[lo..hi].copy_from_slice(&line[src..src + (hi - lo)]);
+                row[hi..].fill(0.0);
             }
-            kx += 1;
-            if kx == kw {
-                kx = 0;
-                ky += 1;
-                if ky == kh {
-                    ky = 0;
-                    ci += 1;
-                }
+            return;
+        }
+        // Columns jj with 0 <= ix0 + jj * sw < w read line[ix0 + jj * sw].
+        let s = sw as isize;
+        let lo = ((-ix0).max(0) + s - 1) / s;
+        let hi = ((w as isize - ix0 + s - 1) / s).max(0);
+        let (lo, hi) = (
+            (lo as usize).min(width),
+            (hi as usize).clamp(lo as usize, width),
+        );
+        let src = (ix0 + (lo * sw) as isize) as usize;
+        if sw == 2 && lo == 0 && hi == NR && src + 2 * NR <= w {
+            // The interior of the downsampling convolutions: every second float of 32, a
+            // fixed-size gather the compiler vectorizes.
+            let seg: &[f32; 2 * NR] = line[src..src + 2 * NR].try_into().expect("32 floats");
+            let full: &mut [f32; NR] = row.try_into().expect("panel rows are NR wide");
+            for (d, pair) in full.iter_mut().zip(seg.chunks_exact(2)) {
+                *d = pair[0];
             }
+            return;
+        }
+        row[..lo].fill(0.0);
+        if hi > lo {
+            for (r, &v) in row[lo..hi].iter_mut().zip(line[src..].iter().step_by(sw)) {
+                *r = v;
+            }
+        }
+        row[hi..].fill(0.0);
+    }
+
+    /// `(ci, ky, kx)` of GEMM row `k`.
+    fn tap(&self, k: usize) -> (usize, usize, usize) {
+        let [kh, kw] = self.g.kernel;
+        (k / (kh * kw), k / kw % kh, k % kw)
+    }
+
+    /// The tap after `t`.
+    #[inline(always)]
+    fn next_tap(&self, (ci, ky, kx): (usize, usize, usize)) -> (usize, usize, usize) {
+        let [kh, kw] = self.g.kernel;
+        match (kx + 1 == kw, ky + 1 == kh) {
+            (false, _) => (ci, ky, kx + 1),
+            (true, false) => (ci, ky + 1, 0),
+            (true, true) => (ci + 1, 0, 0),
         }
     }
 }
 
 impl BSource for Im2col<'_> {
+    fn pack_block(&self, k0: usize, kc: usize, j0: usize, ncb: usize, dst: &mut [f32]) {
+        let panels = ncb.div_ceil(NR);
+        let one_row = |q: usize| {
+            let (p, width) = (j0 + q * NR, NR.min(ncb - q * NR));
+            p % self.ow + width <= self.ow
+        };
+        if !(0..panels).all(one_row) {
+            for q in 0..panels {
+                let width = NR.min(ncb - q * NR);
+                self.pack_panel(
+                    k0,
+                    kc,
+                    j0 + q * NR,
+                    width,
+                    &mut dst[q * kc * NR..][..kc * NR],
+                );
+            }
+            return;
+        }
+        // Row by row across the panels, so that each input row is read once, in order.
+        let mut tap = self.tap(k0);
+        for kk in 0..kc {
+            for q in 0..panels {
+                let (p, width) = (j0 + q * NR, NR.min(ncb - q * NR));
+                let row = &mut dst[(q * kc + kk) * NR..][..NR];
+                self.fill_row(tap, (p / self.ow, p % self.ow), width, row);
+            }
+            tap = self.next_tap(tap);
+        }
+    }
+
     fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]) {
         if j0 % self.ow + width <= self.ow {
-            return self.pack_one_row(k0, kc, j0, width, dst);
+            let mut tap = self.tap(k0);
+            for kk in 0..kc {
+                let row = &mut dst[kk * NR..(kk + 1) * NR];
+                self.fill_row(tap, (j0 / self.ow, j0 % self.ow), width, row);
+                tap = self.next_tap(tap);
+            }
+            return;
         }
         let [_, _, h, w] = self.g.input;
         let [kh, kw] = self.g.kernel;

@@ -43,6 +43,21 @@ pub trait BSource: Sync {
     /// Writes `B[k0..k0 + kc, j0..j0 + width]` into `dst` (`kc * NR` floats) as one panel:
     /// row `kk`, column `jj` at `kk * NR + jj`; columns `width..NR` must be zero.
     fn pack_panel(&self, k0: usize, kc: usize, j0: usize, width: usize, dst: &mut [f32]);
+
+    /// Packs the `ncb` columns from `j0` as consecutive panels (panel `q` at `q * kc * NR`).
+    /// Sources override it when walking all panels together reads memory in a better order.
+    fn pack_block(&self, k0: usize, kc: usize, j0: usize, ncb: usize, dst: &mut [f32]) {
+        for q in 0..ncb.div_ceil(NR) {
+            let width = NR.min(ncb - q * NR);
+            self.pack_panel(
+                k0,
+                kc,
+                j0 + q * NR,
+                width,
+                &mut dst[q * kc * NR..][..kc * NR],
+            );
+        }
+    }
 }
 
 /// A row-major `k x n` matrix with row stride `ld`.
@@ -265,16 +280,7 @@ pub fn gemm(
             let panels = ncb.div_ceil(NR);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
-                for q in 0..panels {
-                    let width = NR.min(ncb - q * NR);
-                    b.pack_panel(
-                        k0,
-                        kc,
-                        j0 + q * NR,
-                        width,
-                        &mut buf[q * kc * NR..][..kc * NR],
-                    );
-                }
+                b.pack_block(k0, kc, j0, ncb, &mut buf[..panels * kc * NR]);
                 for p in 0..m.div_ceil(MR) {
                     let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
                     let rows = MR.min(m - p * MR);
@@ -289,10 +295,26 @@ pub fn gemm(
                             } else {
                                 0.0
                             };
+                            if cs == 1 {
+                                // SAFETY: base + cols - 1 < c.data.len() (asserted above for the
+                                // largest (i, j)), and columns j0 + q*NR .. + cols belong to
+                                // this task's block [j0, j0 + ncb): no other task touches them.
+                                let dst = unsafe {
+                                    std::slice::from_raw_parts_mut(out.0.add(base), cols)
+                                };
+                                if k0 == 0 {
+                                    for (d, &v) in dst.iter_mut().zip(acc_row) {
+                                        *d = v + add;
+                                    }
+                                } else {
+                                    for (d, &v) in dst.iter_mut().zip(acc_row) {
+                                        *d += v;
+                                    }
+                                }
+                                continue;
+                            }
                             for (jj, &v) in acc_row.iter().enumerate().take(cols) {
-                                // SAFETY: the index is < c.data.len() (asserted above for the
-                                // largest (i, j)), and column j0 + q*NR + jj belongs to this
-                                // task's block [j0, j0 + ncb): no other task touches it.
+                                // SAFETY: as above, with column stride cs.
                                 unsafe {
                                     let dst = out.0.add(base + jj * cs);
                                     *dst = if k0 == 0 { v + add } else { *dst + v };

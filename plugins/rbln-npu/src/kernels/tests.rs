@@ -33,6 +33,11 @@ fn conv_matches_reference_on_odd_shapes() {
         ([1, 4, 20, 40], 5, [3, 3], [2, 2], [0, 0, 1, 1]),
         ([2, 3, 17, 19], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
         ([1, 2, 9, 34], 3, [3, 3], [1, 1], [0, 2, 1, 0]),
+        // Blocks whose panels all lie in single output rows (packed row by row across the
+        // panels), at stride 1 and 2, with depths past one k block (tap counting across it).
+        ([1, 40, 6, 32], 9, [3, 3], [1, 1], [1, 1, 1, 1]),
+        ([1, 30, 8, 64], 7, [3, 3], [2, 2], [0, 0, 1, 1]),
+        ([2, 5, 9, 66], 4, [3, 3], [2, 2], [1, 1, 1, 1]),
     ];
     for (input, c_out, kernel, stride, padding) in cases {
         let g = ConvGeom {
