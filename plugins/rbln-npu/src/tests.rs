@@ -489,12 +489,17 @@ fn constant_fold_on_a_small_graph() {
 }
 
 /// `FuseAttention`: `matmul(q, k^T)` -> `scale` -> `softmax` -> `matmul(·, v)` becomes one
-/// attention step (query blocks of 96 rows: 100 queries cross a block edge) matching the
-/// unfused reference.
+/// attention step matching the unfused reference: query blocks of 64 rows (100 queries cross
+/// a block edge), and 300 keys (the `S v` product crosses a k block of the GEMM).
 #[test]
 fn fuse_attention_on_a_small_graph() {
+    for shape in [(2, 100, 37, 8, 5), (1, 70, 300, 20, 13)] {
+        fuse_attention_case(shape);
+    }
+}
+
+fn fuse_attention_case((b, n, m, d, e): (usize, usize, usize, usize, usize)) {
     let mut rng = ChaCha8Rng::seed_from_u64(41);
-    let (b, n, m, d, e) = (2, 100, 37, 8, 5);
     let (q, k, v) = (
         rv(&mut rng, b * n * d),
         rv(&mut rng, b * m * d),

@@ -1,13 +1,26 @@
-//! Scaled dot-product attention computed a block of query rows at a time: for each block,
-//! `S = q_blk k^T` (a `rows x M` slice, never the whole `N x M` matrix), a row softmax of
-//! `scale * S` in place, then `out_blk = S v`. Both products run on the blocked GEMM.
+//! Scaled dot-product attention computed a block of query rows at a time, never holding the
+//! whole `N x M` score matrix. Keys and values are packed once per call as GEMM `A` operands
+//! (`k` as is, `v` transposed); then each block of queries, in parallel, computes
+//! `S^T = k q_blk^T` (an `M x rows` product whose results land as `rows` score rows), a row
+//! softmax of `scale * S` in place, and `out_blk^T = v^T S^T`, with single-threaded GEMMs.
 
 use super::eltwise::exp_fast;
-use super::gemm::{self, COut, RowMajorB, MR};
+use super::gemm::{self, COut, TransposedB, NR};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-/// Query rows per block (a multiple of the GEMM panel height).
-const ROWS: usize = 16 * MR;
+/// Query rows per block (a multiple of the GEMM panel width).
+const ROWS: usize = 4 * NR;
+
+thread_local! {
+    /// Each worker's score rows, kept between calls (grow-only).
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only the output rows of its own query block.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
 
 /// `out[b] = softmax(scale * q[b] k[b]^T) v[b]` with `q: [B, N, D]`, `k: [B, M, D]`,
 /// `v: [B, M, E]`, `out: [B, N, E]`.
@@ -27,37 +40,48 @@ pub fn attention(
         out.fill(0.0);
         return;
     }
-    let mut kt = vec![0.0f32; d * m];
-    let mut scores = vec![0.0f32; ROWS.min(n) * m];
     for bi in 0..b {
-        // k^T as a row-major D x M matrix, so that the GEMM gathers contiguous rows.
-        let kb = &k[bi * m * d..(bi + 1) * m * d];
-        kt.par_chunks_mut(m).enumerate().for_each(|(c, row)| {
-            for (j, t) in row.iter_mut().enumerate() {
-                *t = kb[j * d + c];
-            }
-        });
-        let vb = &v[bi * m * e..(bi + 1) * m * e];
-        for r0 in (0..n).step_by(ROWS) {
+        let ka = gemm::pack_a(&k[bi * m * d..(bi + 1) * m * d], m, d);
+        let va = gemm::pack_a_transposed(&v[bi * m * e..(bi + 1) * m * e], e, m);
+        let qb = &q[bi * n * d..(bi + 1) * n * d];
+        let ob = &mut out[bi * n * e..(bi + 1) * n * e];
+        let shared = SharedOut(ob.as_mut_ptr());
+        let shared = &shared;
+        (0..n.div_ceil(ROWS)).into_par_iter().for_each(|blk| {
+            let r0 = blk * ROWS;
             let rows = ROWS.min(n - r0);
-            let qa = gemm::pack_a(&q[(bi * n + r0) * d..][..rows * d], rows, d);
-            let s = &mut scores[..rows * m];
-            let c = COut {
-                data: s,
-                rs: m,
-                cs: 1,
-            };
-            gemm::gemm(rows, m, d, &qa, &RowMajorB { data: &kt, ld: m }, None, c);
-            s.par_chunks_mut(m)
-                .for_each(|row| softmax_scaled(row, scale));
-            let pa = gemm::pack_a(s, rows, m);
-            let c = COut {
-                data: &mut out[(bi * n + r0) * e..][..rows * e],
-                rs: e,
-                cs: 1,
-            };
-            gemm::gemm(rows, e, m, &pa, &RowMajorB { data: vb, ld: e }, None, c);
-        }
+            SCORES.with(|cell| {
+                let mut scores = cell.borrow_mut();
+                if scores.len() < ROWS * m {
+                    scores.resize(ROWS * m, 0.0);
+                }
+                let s = &mut scores[..rows * m];
+                // S^T (M x rows) stored as score rows: element (j, r) at r * m + j.
+                let st = COut {
+                    data: s,
+                    rs: 1,
+                    cs: m,
+                };
+                let qt = TransposedB {
+                    data: &qb[r0 * d..(r0 + rows) * d],
+                    ld: d,
+                };
+                gemm::gemm_serial(m, rows, d, &ka, &qt, None, st);
+                for row in s.chunks_mut(m) {
+                    softmax_scaled(row, scale);
+                }
+                // SAFETY: rows r0 .. r0 + rows of this batch's output belong to this block
+                // only; the range is inside `ob`.
+                let o = unsafe { std::slice::from_raw_parts_mut(shared.0.add(r0 * e), rows * e) };
+                let ot = COut {
+                    data: o,
+                    rs: 1,
+                    cs: e,
+                };
+                let p = TransposedB { data: s, ld: m };
+                gemm::gemm_serial(e, rows, m, &va, &p, None, ot);
+            })
+        });
     }
 }
 

@@ -38,6 +38,19 @@ pub fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
     dst
 }
 
+/// Packs `a^T` where `a` is row-major `k x m` (so `A = a^T` is `m x k`), like [`pack_a`].
+pub fn pack_a_transposed(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    assert_eq!(a.len(), m * k, "pack_a_transposed: matrix length");
+    let mut dst = vec![0.0; packed_a_len(m, k)];
+    for p in 0..m.div_ceil(MR) {
+        let rows = MR.min(m - p * MR);
+        for kk in 0..k {
+            dst[(p * k + kk) * MR..][..rows].copy_from_slice(&a[kk * m + p * MR..][..rows]);
+        }
+    }
+    dst
+}
+
 /// Where the columns of `B` come from.
 pub trait BSource: Sync {
     /// Writes `B[k0..k0 + kc, j0..j0 + width]` into `dst` (`kc * NR` floats) as one panel:
@@ -240,6 +253,33 @@ pub fn gemm(
     bias: Option<&[f32]>,
     c: COut<'_>,
 ) {
+    gemm_on(m, n, k, a_packed, b, bias, c, true)
+}
+
+/// [`gemm`] on the calling thread only, for callers that already run in parallel.
+pub fn gemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_packed: &[f32],
+    b: &dyn BSource,
+    bias: Option<&[f32]>,
+    c: COut<'_>,
+) {
+    gemm_on(m, n, k, a_packed, b, bias, c, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_packed: &[f32],
+    b: &dyn BSource,
+    bias: Option<&[f32]>,
+    c: COut<'_>,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -263,7 +303,11 @@ pub fn gemm(
         return;
     }
     let kernel = micro_kernel();
-    let tasks_wanted = 4 * rayon::current_num_threads();
+    let tasks_wanted = if parallel {
+        4 * rayon::current_num_threads()
+    } else {
+        1
+    };
     let nc = n
         .div_ceil(tasks_wanted)
         .next_multiple_of(NR)
@@ -272,60 +316,64 @@ pub fn gemm(
     let out = SharedOut(c.data.as_mut_ptr());
     let out = &out;
     let blocks = n.div_ceil(nc);
-    (0..blocks).into_par_iter().for_each_init(
-        || vec![0.0f32; KC * nc],
-        |buf, bi| {
-            let j0 = bi * nc;
-            let ncb = nc.min(n - j0);
-            let panels = ncb.div_ceil(NR);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                b.pack_block(k0, kc, j0, ncb, &mut buf[..panels * kc * NR]);
-                for p in 0..m.div_ceil(MR) {
-                    let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
-                    let rows = MR.min(m - p * MR);
-                    for q in 0..panels {
-                        let acc = kernel(kc, a_panel, &buf[q * kc * NR..][..kc * NR]);
-                        let cols = NR.min(ncb - q * NR);
-                        for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                            let row = p * MR + i;
-                            let base = row * rs + (j0 + q * NR) * cs;
-                            let add = if k0 == 0 {
-                                bias.map_or(0.0, |b| b[row])
+    let block = |buf: &mut Vec<f32>, bi: usize| {
+        let j0 = bi * nc;
+        let ncb = nc.min(n - j0);
+        let panels = ncb.div_ceil(NR);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            b.pack_block(k0, kc, j0, ncb, &mut buf[..panels * kc * NR]);
+            for p in 0..m.div_ceil(MR) {
+                let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
+                let rows = MR.min(m - p * MR);
+                for q in 0..panels {
+                    let acc = kernel(kc, a_panel, &buf[q * kc * NR..][..kc * NR]);
+                    let cols = NR.min(ncb - q * NR);
+                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                        let row = p * MR + i;
+                        let base = row * rs + (j0 + q * NR) * cs;
+                        let add = if k0 == 0 {
+                            bias.map_or(0.0, |b| b[row])
+                        } else {
+                            0.0
+                        };
+                        if cs == 1 {
+                            // SAFETY: base + cols - 1 < c.data.len() (asserted above for the
+                            // largest (i, j)), and columns j0 + q*NR .. + cols belong to
+                            // this task's block [j0, j0 + ncb): no other task touches them.
+                            let dst =
+                                unsafe { std::slice::from_raw_parts_mut(out.0.add(base), cols) };
+                            if k0 == 0 {
+                                for (d, &v) in dst.iter_mut().zip(acc_row) {
+                                    *d = v + add;
+                                }
                             } else {
-                                0.0
-                            };
-                            if cs == 1 {
-                                // SAFETY: base + cols - 1 < c.data.len() (asserted above for the
-                                // largest (i, j)), and columns j0 + q*NR .. + cols belong to
-                                // this task's block [j0, j0 + ncb): no other task touches them.
-                                let dst = unsafe {
-                                    std::slice::from_raw_parts_mut(out.0.add(base), cols)
-                                };
-                                if k0 == 0 {
-                                    for (d, &v) in dst.iter_mut().zip(acc_row) {
-                                        *d = v + add;
-                                    }
-                                } else {
-                                    for (d, &v) in dst.iter_mut().zip(acc_row) {
-                                        *d += v;
-                                    }
+                                for (d, &v) in dst.iter_mut().zip(acc_row) {
+                                    *d += v;
                                 }
-                                continue;
                             }
-                            for (jj, &v) in acc_row.iter().enumerate().take(cols) {
-                                // SAFETY: as above, with column stride cs.
-                                unsafe {
-                                    let dst = out.0.add(base + jj * cs);
-                                    *dst = if k0 == 0 { v + add } else { *dst + v };
-                                }
+                            continue;
+                        }
+                        for (jj, &v) in acc_row.iter().enumerate().take(cols) {
+                            // SAFETY: as above, with column stride cs.
+                            unsafe {
+                                let dst = out.0.add(base + jj * cs);
+                                *dst = if k0 == 0 { v + add } else { *dst + v };
                             }
                         }
                     }
                 }
             }
-        },
-    );
+        }
+    };
+    if parallel {
+        (0..blocks)
+            .into_par_iter()
+            .for_each_init(|| vec![0.0f32; KC * nc], block);
+    } else {
+        let mut buf = vec![0.0f32; KC * nc];
+        (0..blocks).for_each(|bi| block(&mut buf, bi));
+    }
 }
 
 #[cfg(test)]
