@@ -23,9 +23,9 @@
 //! two, and the streams the transforms and GEMMs read and write would map to the same cache
 //! sets.
 //!
-//! Tiles are processed in chunks (one per task), sized so that one point's slices of V and M
-//! stay in the L2 cache while all 36 GEMMs run; the transforms vectorize across the tiles of a
-//! panel.
+//! Tiles are processed in chunks (one per task), sized by the layer's width (see `chunking`):
+//! small enough that a narrow layer's V and M stay in cache, large enough that a wide layer's
+//! U is read few times; the transforms vectorize across the tiles of a panel.
 
 use super::conv::ConvGeom;
 use super::gemm::{self, MicroKernel, KC, MR, NR};
@@ -638,10 +638,14 @@ fn strides(c_in: usize, _c_out: usize, nq: usize) -> (usize, usize) {
     (nq * c_in * L + L, POINTS * nq * L + L)
 }
 
-/// Tiles per chunk and number of chunks for `tiles` tiles: a point's V and M slices stay near
-/// 128 KiB, and the chunk count is a multiple of the thread count when there is enough work.
+/// Tiles per chunk and number of chunks for `tiles` tiles, where `channels` is the wider side
+/// of the convolution. A chunk re-reads all of U (`36 c^2` floats), so wide layers take more
+/// tiles per chunk to amortize it, and narrow ones fewer, so that their V and M stay in cache:
+/// `c^2 / 512` tiles (32 at 128 channels, 128 at 256, 256 at 512), the best of 16..256 on each
+/// SD-VAE shape with `examples/winograd_bench`. The chunk count is a multiple of the thread
+/// count when there is enough work.
 fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
-    let cap = (32 * 1024 / channels.max(1) / L * L).clamp(L, MAX_CHUNK);
+    let cap = (channels * channels / 512 / L * L).clamp(L, MAX_CHUNK);
     let threads = threads.max(1);
     let chunks = tiles.div_ceil(cap).next_multiple_of(threads).max(1);
     let tc = tiles.div_ceil(chunks).next_multiple_of(L).max(L);
