@@ -64,7 +64,7 @@ fn check_variant_with(name: &str, winograd: bool) {
         .into_result()
         .expect("inspect");
     assert_eq!(
-        summary.contains("[winograd-f4x4]"),
+        summary.contains("[winograd-f4x4"),
         winograd,
         "{name}: decoder summary:\n{summary}"
     );

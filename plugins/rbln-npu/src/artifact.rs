@@ -16,7 +16,7 @@ use plugin_api::PluginError;
 /// First bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"RBLNNPU\0";
 /// Version of the layout above and of the plan JSON.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 24;
 

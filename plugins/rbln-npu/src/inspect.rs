@@ -50,7 +50,7 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
     }
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for st in &p.steps {
-        let k = crate::runtime::profile::kernel_label(st);
+        let k = crate::runtime::profile::kernel_label(p, st);
         *kinds.entry(k).or_default() += 1;
     }
     let _ = writeln!(s, "steps: {}", p.steps.len());
@@ -82,7 +82,7 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
         let _ = writeln!(
             s,
             "  {:<34} {:<20} {:>8.3} {:>5.1}%  {}",
-            crate::runtime::profile::kernel_label(st),
+            crate::runtime::profile::kernel_label(p, st),
             shape_str(&p.values[st.output].shape),
             crate::runtime::profile::step_flops(p, st) / 1e9,
             100.0 * c / total,

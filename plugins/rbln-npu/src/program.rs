@@ -106,6 +106,27 @@ pub enum Layout {
         /// Panel height; must equal this build's [`gemm::MR`].
         mr: usize,
     },
+    /// A `[rows, c_in, 3, 3]` convolution weight stored as the Winograd kernel's transformed
+    /// filters U (see [`winograd::transform_filters`]), 4x the size of the weight: for layers
+    /// with few tiles, where the per-call transform would cost a large share of the layer.
+    WinogradFilters {
+        /// Output channels.
+        rows: usize,
+        /// Input channels.
+        c_in: usize,
+        /// Panel height; must equal this build's [`gemm::MR`].
+        mr: usize,
+    },
+}
+
+impl Layout {
+    /// Whether the Winograd kernel reads this layout (taps or transformed filters).
+    pub fn is_winograd(&self) -> bool {
+        matches!(
+            self,
+            Layout::WinogradTaps { .. } | Layout::WinogradFilters { .. }
+        )
+    }
 }
 
 /// The kernel a step runs with, chosen by the compiler.
@@ -114,7 +135,8 @@ pub enum Algo {
     /// The op's general kernel (for convolutions: im2col GEMM).
     #[default]
     Direct,
-    /// Winograd F(4x4, 3x3) (3x3 stride-1 convolutions with a [`Layout::WinogradTaps`] weight).
+    /// Winograd F(4x4, 3x3) (3x3 stride-1 convolutions with a [`Layout::WinogradTaps`] or
+    /// [`Layout::WinogradFilters`] weight).
     WinogradF4,
 }
 
@@ -220,14 +242,17 @@ impl Program {
     }
 
     /// Floats of per-call workspace the widest step needs besides the arena (the transformed
-    /// filters of the largest Winograd convolution).
+    /// filters of the largest Winograd convolution whose filters are transformed per call).
     pub fn workspace_len(&self) -> usize {
         self.steps
             .iter()
             .filter(|s| s.algo == Algo::WinogradF4)
             .filter_map(|s| {
-                let w = &self.values.get(*s.inputs.get(1)?)?.shape;
-                (w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
+                let v = self.values.get(*s.inputs.get(1)?)?;
+                let per_call = matches!(v.def, Def::Weight(w)
+                    if self.weights.get(w).is_some_and(|w| matches!(w.layout, Layout::WinogradTaps { .. })));
+                let w = &v.shape;
+                (per_call && w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
             })
             .max()
             .unwrap_or(0)
@@ -405,7 +430,9 @@ impl Program {
                                 && matches!(step.op, Op::Conv2d(_) | Op::Linear)
                                 && step.algo == Algo::Direct
                         }
-                        Layout::WinogradTaps { .. } => slot == 1 && step.algo == Algo::WinogradF4,
+                        Layout::WinogradTaps { .. } | Layout::WinogradFilters { .. } => {
+                            slot == 1 && step.algo == Algo::WinogradF4
+                        }
                     };
                     if !readable {
                         return Err(ctx(format!(
@@ -422,11 +449,11 @@ impl Program {
                         .is_some_and(|w| w.len() == 4 && w[2..] == [3, 3])
                     && step.inputs.get(1).is_some_and(|&v| {
                         matches!(self.values[v].def, Def::Weight(w)
-                            if matches!(self.weights[w].layout, Layout::WinogradTaps { .. }))
+                            if self.weights[w].layout.is_winograd())
                     });
                 if !winograd_conv {
                     return Err(ctx(
-                        "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in the Winograd taps layout".into(),
+                        "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in a Winograd layout".into(),
                     ));
                 }
             }
@@ -502,7 +529,8 @@ impl Program {
                 }
                 gemm::packed_a_len(rows, depth)
             }
-            Layout::WinogradTaps { rows, c_in, mr } => {
+            Layout::WinogradTaps { rows, c_in, mr }
+            | Layout::WinogradFilters { rows, c_in, mr } => {
                 if mr != gemm::MR {
                     return Err(format!(
                         "weight '{}' is packed for {mr}-row panels, this runtime uses {}",
@@ -512,12 +540,16 @@ impl Program {
                 }
                 if val.shape != [rows, c_in, 3, 3] {
                     return Err(format!(
-                        "weight '{}': Winograd taps of {rows}x{c_in}x3x3 do not match shape {}",
+                        "weight '{}': Winograd weights of {rows}x{c_in}x3x3 do not match shape {}",
                         wt.name,
                         shape_str(&val.shape)
                     ));
                 }
-                winograd::taps_len(rows, c_in)
+                if matches!(wt.layout, Layout::WinogradTaps { .. }) {
+                    winograd::taps_len(rows, c_in)
+                } else {
+                    winograd::transformed_len(rows, c_in)
+                }
             }
         };
         if wt.len != want || wt.data.len() != want {

@@ -416,13 +416,9 @@ fn select_winograd_on_a_small_graph() {
             p.steps.iter().any(|s| s.name == "b" && s.upsample_input),
             folded
         );
-        let taps = p
-            .weights
-            .iter()
-            .filter(|w| matches!(w.layout, crate::program::Layout::WinogradTaps { .. }))
-            .count();
+        let winograd_weights = p.weights.iter().filter(|w| w.layout.is_winograd()).count();
         assert_eq!(
-            taps,
+            winograd_weights,
             winograd_steps.len().min(1),
             "the shared weight is stored once"
         );
@@ -445,6 +441,95 @@ fn select_winograd_on_a_small_graph() {
             err <= tol,
             "options {options:?}: max error {err:e} > {tol:e} (max|ref| {scale})"
         );
+    }
+}
+
+/// `SelectWinograd` stores the transformed filters of a layer with few tiles (16x16 output:
+/// 16 tiles) and the taps of one with many (40x48: 120 tiles); the per-call workspace covers only
+/// the latter; both match the reference.
+#[test]
+fn select_winograd_stores_filters_of_layers_with_few_tiles() {
+    use crate::kernels::winograd;
+    use crate::program::Layout;
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let (c1, c2) = (24, 32);
+    let mut g = GraphBuilder::new("wino-u");
+    let small_x = rv(&mut rng, c1 * 256);
+    let big_x = rv(&mut rng, c1 * 40 * 48);
+    let (ws, wb) = (rv(&mut rng, c2 * c1 * 9), rv(&mut rng, c2 * c1 * 9));
+    let xs = g.input("small", vec![1, c1, 16, 16]);
+    let xb = g.input("big", vec![1, c1, 40, 48]);
+    let cws = g.constant("s.weight", vec![c2, c1, 3, 3], ws.clone());
+    let cwb = g.constant("b.weight", vec![c2, c1, 3, 3], wb.clone());
+    let ys = g.conv2d("s", xs, cws, None, [1, 1], [1, 1, 1, 1]);
+    let yb = g.conv2d("b", xb, cwb, None, [1, 1], [1, 1, 1, 1]);
+    g.output("ys", ys);
+    g.output("yb", yb);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let p = exe.program();
+    let layout = |name: &str| {
+        let w = p.weights.iter().find(|w| w.name == name).unwrap();
+        (w.layout, w.len)
+    };
+    let (mr, u_len) = (crate::kernels::gemm::MR, winograd::transformed_len(c2, c1));
+    assert_eq!(
+        layout("s.weight"),
+        (
+            Layout::WinogradFilters {
+                rows: c2,
+                c_in: c1,
+                mr
+            },
+            u_len
+        )
+    );
+    assert_eq!(
+        layout("b.weight"),
+        (
+            Layout::WinogradTaps {
+                rows: c2,
+                c_in: c1,
+                mr
+            },
+            winograd::taps_len(c2, c1)
+        )
+    );
+    assert_eq!(
+        p.workspace_len(),
+        u_len,
+        "only the per-call transform needs a workspace"
+    );
+    let geom = |h: usize, w: usize| ConvGeom {
+        input: [1, c1, h, w],
+        c_out: c2,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1; 4],
+    };
+    let out = exe
+        .run(&[
+            NamedTensor::new(
+                "small",
+                Tensor::new(vec![1, c1, 16, 16], small_x.clone()).unwrap(),
+            ),
+            NamedTensor::new(
+                "big",
+                Tensor::new(vec![1, c1, 40, 48], big_x.clone()).unwrap(),
+            ),
+        ])
+        .unwrap();
+    for (o, want) in out.iter().zip([
+        r::conv2d(&geom(16, 16), &small_x, &ws, None),
+        r::conv2d(&geom(40, 48), &big_x, &wb, None),
+    ]) {
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = o
+            .tensor
+            .data()
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        assert!(err <= 4e-4 * scale, "{}: max error {err:e}", o.name);
     }
 }
 

@@ -64,6 +64,12 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace
     }
 }
 
+/// Whether the step's Winograd filters were transformed at compile time.
+fn stored_filters(p: &Program, step: &Step) -> bool {
+    matches!(p.values[step.inputs[1]].def,
+        Def::Weight(w) if matches!(p.weights[w].layout, Layout::WinogradFilters { .. }))
+}
+
 fn packed(p: &Program, step: &Step, slot: usize) -> bool {
     matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
 }
@@ -95,8 +101,13 @@ pub(crate) fn execute(
                 (ins.get(2).copied(), None)
             };
             if step.algo == Algo::WinogradF4 {
-                let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];
-                winograd::transform_filters(ins[1], w[0], w[1], u);
+                let u: &[f32] = if stored_filters(p, step) {
+                    ins[1]
+                } else {
+                    let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];
+                    winograd::transform_filters(ins[1], w[0], w[1], u);
+                    u
+                };
                 winograd::conv3x3(&g, ins[0], step.upsample_input, u, bias, residual, out);
             } else if packed(p, step, 1) {
                 conv::conv2d_packed(&g, ins[0], ins[1], bias, out);

@@ -2,7 +2,7 @@
 //! steps (slowest first, with each step's share of the run and its effective GFLOP/s) and a
 //! summary per kernel to stderr.
 
-use crate::program::{Algo, Program, Step};
+use crate::program::{Algo, Def, Layout, Program, Step};
 use plugin_api::graph::Op;
 use plugin_api::tensor::shape_str;
 use std::collections::BTreeMap;
@@ -48,11 +48,20 @@ pub fn program_flops(p: &Program) -> f64 {
     p.steps.iter().map(|s| step_flops(p, s)).sum()
 }
 
-/// The kernel label of a step, e.g. `conv2d[winograd-f4x4]+silu`.
-pub fn kernel_label(step: &Step) -> String {
+/// The kernel label of a step of `p`, e.g. `conv2d[winograd-f4x4]+silu`; `[winograd-f4x4,U]`
+/// when the transformed filters are stored.
+pub fn kernel_label(p: &Program, step: &Step) -> String {
     let mut k = step.op.kind_name().to_string();
     if step.algo == Algo::WinogradF4 {
-        k.push_str("[winograd-f4x4]");
+        let stored = step.inputs.get(1).is_some_and(|&v| {
+            matches!(p.values[v].def, Def::Weight(w)
+                if matches!(p.weights[w].layout, Layout::WinogradFilters { .. }))
+        });
+        k.push_str(if stored {
+            "[winograd-f4x4,U]"
+        } else {
+            "[winograd-f4x4]"
+        });
     }
     if step.upsample_input {
         k = format!("upsample2x+{k}");
@@ -100,14 +109,14 @@ pub fn report(p: &Program, times: &[Duration]) -> String {
             t * 1e3,
             100.0 * t / total.max(1e-12),
             rate,
-            kernel_label(st),
+            kernel_label(p, st),
             shape_str(&p.values[st.output].shape),
             st.name
         );
     }
     let mut by_kernel: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
     for (st, t) in p.steps.iter().zip(times) {
-        let e = by_kernel.entry(kernel_label(st)).or_default();
+        let e = by_kernel.entry(kernel_label(p, st)).or_default();
         e.0 += 1;
         e.1 += t.as_secs_f64();
         e.2 += step_flops(p, st);

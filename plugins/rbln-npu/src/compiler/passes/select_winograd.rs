@@ -1,8 +1,11 @@
 //! Chooses the Winograd F(4x4, 3x3) kernel for 3x3 stride-1 convolutions with constant weights
-//! where a cost model says it is cheaper than the im2col GEMM, and stores their weights in the
-//! Winograd taps layout (the same size as the checkpoint weight; the 4x larger transformed
-//! filters are built per call, see `kernels::winograd`). Off when the compiler option
-//! `winograd` is false.
+//! where a cost model says it is cheaper than the im2col GEMM. Their weights are stored either
+//! in the Winograd taps layout (the size of the checkpoint weight; the 4x larger transformed
+//! filters are built per call, see `kernels::winograd`) or, for layers of at most
+//! [`STORED_FILTER_TILES`] tiles per call, as the transformed filters themselves: there the
+//! per-call transform costs about a third of the layer (`examples/winograd_bench`: 8 of 22 ms for
+//! 512 channels at 32x32, 8 of 63 ms at 64x64), so the memory buys time. Off when the compiler
+//! option `winograd` is false.
 //!
 //! The cost model counts, in cycles of one core, the GEMM multiply-adds at 16 per cycle (two
 //! 8-lane FMAs) including the padding of rows to `MR` and tiles to `NR`, and the transforms at
@@ -17,6 +20,10 @@ use std::collections::HashMap;
 
 /// See the module docs.
 pub struct SelectWinograd;
+
+/// Layers with at most this many 4x4 output tiles per call (one 32x32 output) store their
+/// transformed filters.
+pub const STORED_FILTER_TILES: usize = 64;
 
 /// Estimated cycles of the im2col GEMM convolution of one image (`depth = c_in * KH * KW`).
 pub fn direct_cost(c_out: usize, depth: usize, pixels: usize) -> f64 {
@@ -92,11 +99,24 @@ impl Pass for SelectWinograd {
                 continue;
             };
             let (rows, c_in) = (p.values[v].shape[0], p.values[v].shape[1]);
-            let data = winograd::pack_taps(&p.weights[wi].data, rows, c_in);
-            let layout = Layout::WinogradTaps {
-                rows,
-                c_in,
-                mr: gemm::MR,
+            let os = &p.values[p.steps[s].output].shape;
+            let tiles = os[0] * os[2].div_ceil(4) * os[3].div_ceil(4);
+            let mut data = winograd::pack_taps(&p.weights[wi].data, rows, c_in);
+            let layout = if tiles <= STORED_FILTER_TILES {
+                let mut u = vec![0.0; winograd::transformed_len(rows, c_in)];
+                winograd::transform_filters(&data, rows, c_in, &mut u);
+                data = u;
+                Layout::WinogradFilters {
+                    rows,
+                    c_in,
+                    mr: gemm::MR,
+                }
+            } else {
+                Layout::WinogradTaps {
+                    rows,
+                    c_in,
+                    mr: gemm::MR,
+                }
             };
             let only_candidates = !p.is_output(v)
                 && uses[v]
