@@ -583,3 +583,60 @@ fn fuse_residual_add_on_a_small_graph() {
         assert!((g - w).abs() <= 4e-4 * scale, "{i}: {g} vs {w}");
     }
 }
+
+/// In-place steps (group norm with and without SiLU, activation, add over either operand,
+/// scale) compute exactly what the out-of-place kernels compute; `add(v, v)` cannot overwrite
+/// `v` (both operands would alias the output) and gets a buffer of its own.
+#[test]
+fn in_place_steps_equal_out_of_place_kernels() {
+    use crate::kernels::{eltwise, norm};
+    let mut rng = ChaCha8Rng::seed_from_u64(71);
+    let (c, h, w, groups) = (4, 6, 7, 2);
+    let x = rv(&mut rng, c * h * w);
+    let (g1, b1, g2, b2) = (
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+    );
+    let mut g = GraphBuilder::new("inplace");
+    let xi = g.input("x", vec![1, c, h, w]);
+    let cg1 = g.constant("g1", vec![c], g1.clone());
+    let cb1 = g.constant("b1", vec![c], b1.clone());
+    let cg2 = g.constant("g2", vec![c], g2.clone());
+    let cb2 = g.constant("b2", vec![c], b2.clone());
+    let a = g.scale("a", xi, 1.5);
+    let n = g.group_norm("n", a, cg1, cb1, groups, 1e-6);
+    let r = g.activation("r", n, Activation::Gelu);
+    let t = g.add("t", xi, r);
+    let u = g.group_norm("u", t, cg2, cb2, groups, 1e-6);
+    let v = g.activation("v", u, Activation::Silu);
+    let o = g.add("o", v, v);
+    g.output("y", o);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let p = exe.program();
+    let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "n", "r", "t", "u", "o"]);
+    let mem = p.memory.as_ref().unwrap();
+    let loc = |i: usize| mem.locs[p.steps[i].output];
+    assert!((1..5).all(|i| loc(i) == loc(0)), "a..u in one buffer");
+    assert_ne!(loc(5), loc(0));
+
+    let s = h * w;
+    let mut a = vec![0.0; x.len()];
+    eltwise::scale(&x, 1.5, &mut a);
+    let mut n = vec![0.0; x.len()];
+    norm::group_norm(&a, 1, c, s, groups, 1e-6, &g1, &b1, None, &mut n);
+    let mut r = vec![0.0; x.len()];
+    eltwise::activation(Activation::Gelu, &n, &mut r);
+    let mut t = vec![0.0; x.len()];
+    eltwise::add(&x, &r, &mut t);
+    let mut u = vec![0.0; x.len()];
+    let silu = Some(Activation::Silu);
+    norm::group_norm(&t, 1, c, s, groups, 1e-6, &g2, &b2, silu, &mut u);
+    let mut want = vec![0.0; x.len()];
+    eltwise::add(&u, &u, &mut want);
+    let xt = Tensor::new(vec![1, c, h, w], x).unwrap();
+    let got = exe.run(&[NamedTensor::new("x", xt)]).unwrap();
+    assert_eq!(got[0].tensor.data(), &want[..]);
+}
