@@ -318,6 +318,26 @@ impl Program {
         self.compact();
     }
 
+    /// Puts the steps in the order `order` (a permutation of the step indices: new step `i` is
+    /// old step `order[i]`), then [`compact`](Self::compact)s, which re-derives the step
+    /// definitions. The caller keeps the order topological.
+    pub fn reorder_steps(&mut self, order: &[usize]) {
+        assert_eq!(
+            order.len(),
+            self.steps.len(),
+            "reorder_steps: not a permutation"
+        );
+        let mut old: Vec<Option<Step>> = std::mem::take(&mut self.steps)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.steps = order
+            .iter()
+            .map(|&i| old[i].take().expect("reorder_steps: not a permutation"))
+            .collect();
+        self.compact();
+    }
+
     /// Drops values and weights nothing refers to any more, renumbers, and re-derives step
     /// definitions. Clears the memory plan.
     pub fn compact(&mut self) {

@@ -297,8 +297,10 @@ mod ffi {
         for stage in [
             "tiny: validate",
             "tiny: pass FuseGroupNormSilu",
+            "tiny: pass ScheduleMemory",
             "tiny: pass PlanMemory",
             "tiny: pack weights",
+            "tiny: schedule memory",
             "tiny: plan memory",
             "tiny: serialize",
         ] {
@@ -672,4 +674,164 @@ fn fuse_residual_add_on_a_small_graph() {
     for (i, (&g, &w)) in got[0].tensor.data().iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 4e-4 * scale, "{i}: {g} vs {w}");
     }
+}
+
+/// In-place steps (group norm with and without SiLU, activation, add over either operand,
+/// scale) compute exactly what the out-of-place kernels compute; `add(v, v)` cannot overwrite
+/// `v` (both operands would alias the output) and gets a buffer of its own.
+#[test]
+fn in_place_steps_equal_out_of_place_kernels() {
+    use crate::kernels::{eltwise, norm};
+    let mut rng = ChaCha8Rng::seed_from_u64(71);
+    let (c, h, w, groups) = (4, 6, 7, 2);
+    let x = rv(&mut rng, c * h * w);
+    let (g1, b1, g2, b2) = (
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+    );
+    let mut g = GraphBuilder::new("inplace");
+    let xi = g.input("x", vec![1, c, h, w]);
+    let cg1 = g.constant("g1", vec![c], g1.clone());
+    let cb1 = g.constant("b1", vec![c], b1.clone());
+    let cg2 = g.constant("g2", vec![c], g2.clone());
+    let cb2 = g.constant("b2", vec![c], b2.clone());
+    let a = g.scale("a", xi, 1.5);
+    let n = g.group_norm("n", a, cg1, cb1, groups, 1e-6);
+    let r = g.activation("r", n, Activation::Gelu);
+    let t = g.add("t", xi, r);
+    let u = g.group_norm("u", t, cg2, cb2, groups, 1e-6);
+    let v = g.activation("v", u, Activation::Silu);
+    let o = g.add("o", v, v);
+    g.output("y", o);
+    let exe = NpuExecutable::load(&compile_graph(g.finish().unwrap(), "").unwrap()).unwrap();
+    let p = exe.program();
+    let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "n", "r", "t", "u", "o"]);
+    let mem = p.memory.as_ref().unwrap();
+    let loc = |i: usize| mem.locs[p.steps[i].output];
+    assert!((1..5).all(|i| loc(i) == loc(0)), "a..u in one buffer");
+    assert_ne!(loc(5), loc(0));
+
+    let s = h * w;
+    let mut a = vec![0.0; x.len()];
+    eltwise::scale(&x, 1.5, &mut a);
+    let mut n = vec![0.0; x.len()];
+    norm::group_norm(&a, 1, c, s, groups, 1e-6, &g1, &b1, None, &mut n);
+    let mut r = vec![0.0; x.len()];
+    eltwise::activation(Activation::Gelu, &n, &mut r);
+    let mut t = vec![0.0; x.len()];
+    eltwise::add(&x, &r, &mut t);
+    let mut u = vec![0.0; x.len()];
+    let silu = Some(Activation::Silu);
+    norm::group_norm(&t, 1, c, s, groups, 1e-6, &g2, &b2, silu, &mut u);
+    let mut want = vec![0.0; x.len()];
+    eltwise::add(&u, &u, &mut want);
+    let xt = Tensor::new(vec![1, c, h, w], x).unwrap();
+    let got = exe.run(&[NamedTensor::new("x", xt)]).unwrap();
+    assert_eq!(got[0].tensor.data(), &want[..]);
+}
+
+/// `ScheduleMemory` on a resnet block shaped like SD-VAE's `up_blocks.3.resnets.0`: the block
+/// input `x` (2C channels) feeds the group norm and a 1x1 shortcut to C channels, listed after
+/// the main branch. Run first, the shortcut lets the group norm overwrite `x`.
+#[test]
+fn schedule_memory_runs_the_shortcut_first() {
+    use crate::compiler::memory_plan;
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let (c, h, w) = (8, 8, 8);
+    let c2 = 2 * c;
+    let inp = rv(&mut rng, 3 * h * w);
+    let w_in = rv(&mut rng, c2 * 3 * 9);
+    let (w1, w2, ws) = (
+        rv(&mut rng, c * c2 * 9),
+        rv(&mut rng, c * c * 9),
+        rv(&mut rng, c * c2),
+    );
+    let (gm1, bt1, gm2, bt2) = (
+        rv(&mut rng, c2),
+        rv(&mut rng, c2),
+        rv(&mut rng, c),
+        rv(&mut rng, c),
+    );
+    let mut g = GraphBuilder::new("block");
+    let xi = g.input("in", vec![1, 3, h, w]);
+    let k = |g: &mut GraphBuilder, name: &str, shape: Vec<usize>, data: &[f32]| {
+        g.constant(name, shape, data.to_vec())
+    };
+    let cw_in = k(&mut g, "conv_in.weight", vec![c2, 3, 3, 3], &w_in);
+    let cw1 = k(&mut g, "conv1.weight", vec![c, c2, 3, 3], &w1);
+    let cw2 = k(&mut g, "conv2.weight", vec![c, c, 3, 3], &w2);
+    let cws = k(&mut g, "conv_shortcut.weight", vec![c, c2, 1, 1], &ws);
+    let cg1 = k(&mut g, "norm1.weight", vec![c2], &gm1);
+    let cb1 = k(&mut g, "norm1.bias", vec![c2], &bt1);
+    let cg2 = k(&mut g, "norm2.weight", vec![c], &gm2);
+    let cb2 = k(&mut g, "norm2.bias", vec![c], &bt2);
+    let x = g.conv2d("conv_in", xi, cw_in, None, [1, 1], [1, 1, 1, 1]);
+    let n1 = g.group_norm("norm1", x, cg1, cb1, 4, 1e-6);
+    let a1 = g.activation("act1", n1, Activation::Silu);
+    let y1 = g.conv2d("conv1", a1, cw1, None, [1, 1], [1, 1, 1, 1]);
+    let n2 = g.group_norm("norm2", y1, cg2, cb2, 4, 1e-6);
+    let a2 = g.activation("act2", n2, Activation::Silu);
+    let y2 = g.conv2d("conv2", a2, cw2, None, [1, 1], [1, 1, 1, 1]);
+    let sc = g.conv2d("conv_shortcut", x, cws, None, [1, 1], [0, 0, 0, 0]);
+    let out = g.add("add", y2, sc);
+    g.output("y", out);
+    // Without Winograd the add stays a step of its own.
+    let bytes = compile_graph(g.finish().unwrap(), r#"{"winograd": false}"#).unwrap();
+    let exe = NpuExecutable::load(&bytes).unwrap();
+    let names = |p: &crate::program::Program| -> Vec<String> {
+        p.steps.iter().map(|s| s.name.clone()).collect()
+    };
+    let p = exe.program();
+    let order = [
+        "conv_in",
+        "conv_shortcut",
+        "norm1",
+        "conv1",
+        "norm2",
+        "conv2",
+        "add",
+    ];
+    assert_eq!(names(p), order);
+
+    // Floats of x (2C channels) and of every C-channel value (all multiples of the alignment).
+    let (big, small) = (c2 * h * w, c * h * w);
+    // Scheduled: x, overwritten by norm1, is live with the shortcut's output and conv1's.
+    assert_eq!(p.memory.as_ref().unwrap().arena_len, big + 2 * small);
+    // The graph's order: x, norm1's output and conv1's output are live together.
+    let mut unscheduled = p.clone();
+    unscheduled.reorder_steps(&[0, 2, 3, 4, 5, 1, 6]);
+    assert_eq!(
+        names(&unscheduled),
+        [
+            "conv_in",
+            "norm1",
+            "conv1",
+            "norm2",
+            "conv2",
+            "conv_shortcut",
+            "add"
+        ]
+    );
+    assert_eq!(memory_plan::plan(&unscheduled).arena_len, 2 * big + small);
+
+    let geom = |c_in: usize, c_out: usize, k: usize| ConvGeom {
+        input: [1, c_in, h, w],
+        c_out,
+        kernel: [k, k],
+        stride: [1, 1],
+        padding: [k / 2; 4],
+    };
+    let silu = Some(Activation::Silu);
+    let x = r::conv2d(&geom(3, c2, 3), &inp, &w_in, None);
+    let a1 = r::group_norm(&x, [1, c2, h * w], 4, 1e-6, &gm1, &bt1, silu);
+    let y1 = r::conv2d(&geom(c2, c, 3), &a1, &w1, None);
+    let a2 = r::group_norm(&y1, [1, c, h * w], 4, 1e-6, &gm2, &bt2, silu);
+    let y2 = r::conv2d(&geom(c, c, 3), &a2, &w2, None);
+    let want = r::add(&y2, &r::conv2d(&geom(c2, c, 1), &x, &ws, None));
+    let it = Tensor::new(vec![1, 3, h, w], inp).unwrap();
+    let got = exe.run(&[NamedTensor::new("in", it)]).unwrap();
+    check_outputs(&got, &[("y", vec![1, c, h, w], want)]);
 }

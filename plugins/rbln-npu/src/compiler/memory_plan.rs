@@ -1,7 +1,9 @@
-//! Static memory planning as plain data: alias analysis (a reshape shares its input's memory),
-//! liveness of every intermediate value, and greedy best-fit offsets in one f32 arena.
+//! Static memory planning as plain data: alias analysis (a reshape shares its input's memory;
+//! an element-wise step or group norm overwrites an operand that dies there), liveness of every
+//! intermediate value, and greedy best-fit offsets in one f32 arena.
 
-use crate::program::{Def, Loc, MemoryPlan, Program, ValueId};
+use crate::program::{Def, Loc, MemoryPlan, Program, Step, ValueId};
+use crate::runtime;
 use plugin_api::graph::Op;
 
 /// Arena offsets are multiples of this many floats (64 bytes).
@@ -77,7 +79,8 @@ pub fn check_no_overlap(bufs: &[Buffer], offsets: &[usize]) -> Result<(), String
 /// Result of alias and liveness analysis.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    /// The value whose memory each value uses (itself unless it is a reshape of something).
+    /// The value whose memory each value uses: itself, unless it is a reshape of something or
+    /// was computed in place over an operand (then that operand's root).
     pub root: Vec<ValueId>,
     /// One buffer per root value produced by a step.
     pub buffers: Vec<Buffer>,
@@ -85,33 +88,80 @@ pub struct Liveness {
     pub buffer_of: Vec<Option<usize>>,
 }
 
-/// Computes aliases and live ranges of `p` (which must be structurally valid).
+/// The operand slot whose memory `step` may overwrite with its output, if any: the runtime has
+/// an in-place kernel for that slot (`runtime::in_place_slots`), the operand has the output's
+/// number of elements and lives in arena buffer `b` (`buffer_of`) that `dies(b)` here (nothing
+/// reads it later and it is not a graph output), and no other operand reads that buffer.
+/// Shared by [`analyze`] and the scheduler, so that both model memory the same way.
+pub fn in_place_slot(
+    p: &Program,
+    step: &Step,
+    buffer_of: &[Option<usize>],
+    dies: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let numel = p.values[step.output].numel();
+    runtime::in_place_slots(&step.op)
+        .iter()
+        .copied()
+        .find(|&k| {
+            let Some(&v) = step.inputs.get(k) else {
+                return false;
+            };
+            let Some(b) = buffer_of[v] else { return false };
+            p.values[v].numel() == numel
+                && step
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &u)| j == k || buffer_of[u] != Some(b))
+                && dies(b)
+        })
+}
+
+/// Whether `step` only renames its operand's memory (a reshape without an epilogue).
+pub fn is_alias(step: &Step) -> bool {
+    matches!(step.op, Op::Reshape(_)) && step.activation.is_none()
+}
+
+/// Computes aliases and live ranges of `p` (which must be structurally valid). A step's output
+/// shares its operand's buffer when it is a reshape ([`is_alias`]) or runs in place
+/// ([`in_place_slot`]).
 pub fn analyze(p: &Program) -> Liveness {
     let n = p.values.len();
+    // The last step reading each value; graph outputs are read after the last step.
+    let mut last = vec![0; n];
+    for (s, step) in p.steps.iter().enumerate() {
+        step.inputs.iter().for_each(|&v| last[v] = s);
+    }
+    p.outputs.iter().for_each(|o| last[o.value] = p.steps.len());
     let mut root: Vec<ValueId> = (0..n).collect();
-    let mut buffers = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
     let mut buffer_of = vec![None; n];
     for (s, step) in p.steps.iter().enumerate() {
-        if matches!(step.op, Op::Reshape(_)) && step.activation.is_none() {
-            root[step.output] = root[step.inputs[0]];
-            buffer_of[step.output] = buffer_of[root[step.output]];
+        let out = step.output;
+        // Buffer ends so far cover every read of every value placed in them (all defined
+        // before `s`), so a buffer dies here iff its end is `s`.
+        let shared = if is_alias(step) {
+            Some(step.inputs[0])
         } else {
-            buffer_of[step.output] = Some(buffers.len());
-            buffers.push(Buffer {
-                size: p.values[step.output].numel(),
-                start: s,
-                end: s,
-            });
-        }
-        for &v in &step.inputs {
-            if let Some(b) = buffer_of[v] {
-                buffers[b].end = buffers[b].end.max(s);
+            in_place_slot(p, step, &buffer_of, |b| buffers[b].end == s).map(|k| step.inputs[k])
+        };
+        match shared {
+            Some(v) => {
+                root[out] = root[v];
+                buffer_of[out] = buffer_of[v];
+            }
+            None => {
+                buffer_of[out] = Some(buffers.len());
+                buffers.push(Buffer {
+                    size: p.values[out].numel(),
+                    start: s,
+                    end: s,
+                });
             }
         }
-    }
-    for o in &p.outputs {
-        if let Some(b) = buffer_of[o.value] {
-            buffers[b].end = p.steps.len();
+        if let Some(b) = buffer_of[out] {
+            buffers[b].end = buffers[b].end.max(last[out]);
         }
     }
     Liveness {

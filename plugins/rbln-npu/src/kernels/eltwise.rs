@@ -76,30 +76,45 @@ pub fn silu_fast(x: f32) -> f32 {
     x / (1.0 + exp_fast(-x))
 }
 
+/// `out[i] = f(x[i])`, or `out[i] = f(out[i])` in place when `x` is `None`.
 #[inline(always)]
-fn silu_slice_body(x: &[f32], out: &mut [f32]) {
-    for (y, &v) in out.iter_mut().zip(x) {
-        *y = silu_fast(v);
+pub(crate) fn map_into(x: Option<&[f32]>, out: &mut [f32], f: impl Fn(f32) -> f32) {
+    match x {
+        Some(x) => out.iter_mut().zip(x).for_each(|(y, &v)| *y = f(v)),
+        None => out.iter_mut().for_each(|y| *y = f(*y)),
     }
 }
 
-#[inline(always)]
-fn silu_inplace_body(x: &mut [f32]) {
-    for v in x {
-        *v = silu_fast(*v);
+/// Runs `body(at, x, out)` in parallel over the [`CHUNK`]-float pieces of `out` starting at
+/// `at`, with the matching piece of `x` (if any).
+fn par_chunks(
+    x: Option<&[f32]>,
+    out: &mut [f32],
+    body: impl Fn(usize, Option<&[f32]>, &mut [f32]) + Sync + Send,
+) {
+    if let Some(x) = x {
+        assert_eq!(x.len(), out.len(), "element-wise: lengths");
     }
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
+        let at = i * CHUNK;
+        body(at, x.map(|x| &x[at..at + o.len()]), o)
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_slice_avx2(x: &[f32], out: &mut [f32]) {
-    silu_slice_body(x, out)
+unsafe fn silu_avx2(x: Option<&[f32]>, out: &mut [f32]) {
+    map_into(x, out, silu_fast)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_inplace_avx2(x: &mut [f32]) {
-    silu_inplace_body(x)
+/// [`silu_fast`] over `x` (or in place over `out`), vectorized with AVX2 when available.
+fn silu_into(x: Option<&[f32]>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { silu_avx2(x, out) };
+    }
+    map_into(x, out, silu_fast)
 }
 
 /// Whether the AVX2+FMA versions may run on this CPU (detected once).
@@ -114,74 +129,64 @@ pub(crate) fn has_avx2_fma() -> bool {
     false
 }
 
-/// `out[i] = silu(x[i])` (vectorized with AVX2 when available).
-pub fn silu_slice(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "silu: lengths");
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { silu_slice_avx2(x, out) };
-    }
-    silu_slice_body(x, out)
-}
-
-/// `x[i] = silu(x[i])` (vectorized with AVX2 when available).
-pub fn silu_inplace(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { silu_inplace_avx2(x) };
-    }
-    silu_inplace_body(x)
+/// `out = act(x)`, or `out = act(out)` when `x` is `None`.
+fn activation_into(kind: Activation, x: Option<&[f32]>, out: &mut [f32]) {
+    par_chunks(x, out, |_, i, o| {
+        if kind == Activation::Silu {
+            return silu_into(i, o);
+        }
+        map_into(i, o, |v| activate(kind, v))
+    });
 }
 
 /// `out = act(x)`.
 pub fn activation(kind: Activation, x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "activation: lengths");
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, i)| {
-            if kind == Activation::Silu {
-                return silu_slice(i, o);
-            }
-            for (y, &v) in o.iter_mut().zip(i) {
-                *y = activate(kind, v);
-            }
-        });
+    activation_into(kind, Some(x), out)
 }
 
-/// `x = act(x)` in place (fused epilogues).
+/// `x = act(x)` in place (fused epilogues, in-place steps).
 pub fn activation_inplace(kind: Activation, x: &mut [f32]) {
-    x.par_chunks_mut(CHUNK).for_each(|c| {
-        if kind == Activation::Silu {
-            return silu_inplace(c);
-        }
-        for v in c {
-            *v = activate(kind, *v);
+    activation_into(kind, None, x)
+}
+
+/// `out = a + b`, or `out += b` when `a` is `None`.
+fn add_into(a: Option<&[f32]>, b: &[f32], out: &mut [f32]) {
+    assert_eq!(b.len(), out.len(), "add: lengths");
+    par_chunks(a, out, |at, x, o| {
+        let y = &b[at..at + o.len()];
+        match x {
+            Some(x) => o
+                .iter_mut()
+                .zip(x)
+                .zip(y)
+                .for_each(|((r, &p), &q)| *r = p + q),
+            None => o.iter_mut().zip(y).for_each(|(r, &q)| *r += q),
         }
     });
 }
 
 /// `out = a + b`.
 pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
-    assert!(a.len() == out.len() && b.len() == out.len(), "add: lengths");
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (x, y))| {
-            for ((r, &p), &q) in o.iter_mut().zip(x).zip(y) {
-                *r = p + q;
-            }
-        });
+    add_into(Some(a), b, out)
+}
+
+/// `acc += b` (an add whose other operand's memory it overwrites; addition commutes exactly, so
+/// this equals [`add`] with the operands in either order).
+pub fn add_inplace(acc: &mut [f32], b: &[f32]) {
+    add_into(None, b, acc)
+}
+
+/// `out = x * factor`, or `out *= factor` when `x` is `None`.
+fn scale_into(x: Option<&[f32]>, factor: f32, out: &mut [f32]) {
+    par_chunks(x, out, |_, i, o| map_into(i, o, |v| v * factor));
 }
 
 /// `out = x * factor`.
 pub fn scale(x: &[f32], factor: f32, out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "scale: lengths");
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, i)| {
-            for (r, &v) in o.iter_mut().zip(i) {
-                *r = v * factor;
-            }
-        });
+    scale_into(Some(x), factor, out)
+}
+
+/// `x *= factor` in place.
+pub fn scale_inplace(x: &mut [f32], factor: f32) {
+    scale_into(None, factor, x)
 }

@@ -2,7 +2,7 @@
 //! blocks of [`BLOCK`] values and across blocks in f64; the normalization, affine and fused SiLU
 //! run vectorized.
 
-use super::eltwise::{activate, has_avx2_fma, silu_fast};
+use super::eltwise::{activate, has_avx2_fma, map_into, silu_fast};
 use plugin_api::graph::Activation;
 use rayon::prelude::*;
 
@@ -20,14 +20,42 @@ pub fn group_norm(
     act: Option<Activation>,
     out: &mut [f32],
 ) {
+    assert_eq!(x.len(), out.len(), "group_norm: lengths");
+    group_norm_into(Some(x), [n, c, s], groups, eps, (gamma, beta), act, out)
+}
+
+/// [`group_norm`] in place: `x` is overwritten with its normalization. Each group's statistics
+/// are computed before the group is written, and groups are disjoint, so the result is the
+/// same.
+pub fn group_norm_inplace(
+    x: &mut [f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    groups: usize,
+    eps: f32,
+    gamma: &[f32],
+    beta: &[f32],
+    act: Option<Activation>,
+) {
+    group_norm_into(None, [n, c, s], groups, eps, (gamma, beta), act, x)
+}
+
+/// [`group_norm`] of `x`, or of `out` itself when `x` is `None`, into `out`.
+fn group_norm_into(
+    x: Option<&[f32]>,
+    [n, c, s]: [usize; 3],
+    groups: usize,
+    eps: f32,
+    (gamma, beta): (&[f32], &[f32]),
+    act: Option<Activation>,
+    out: &mut [f32],
+) {
     assert!(
         groups > 0 && c.is_multiple_of(groups),
         "group_norm: groups must divide channels"
     );
-    assert!(
-        x.len() == n * c * s && out.len() == x.len(),
-        "group_norm: lengths"
-    );
+    assert_eq!(out.len(), n * c * s, "group_norm: lengths");
     assert!(
         gamma.len() == c && beta.len() == c,
         "group_norm: affine lengths"
@@ -37,22 +65,20 @@ pub fn group_norm(
     if glen == 0 {
         return;
     }
-    out.par_chunks_mut(glen)
-        .zip(x.par_chunks(glen))
-        .enumerate()
-        .for_each(|(idx, (o, xs))| {
-            let g = idx % groups;
-            let affine = (
-                &gamma[g * cpg..(g + 1) * cpg],
-                &beta[g * cpg..(g + 1) * cpg],
-            );
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2_fma() {
-                // SAFETY: AVX2 and FMA were detected at run time.
-                return unsafe { group_avx2(xs, s, eps, affine, act, o) };
-            }
-            group_body(xs, s, eps, affine, act, o)
-        });
+    out.par_chunks_mut(glen).enumerate().for_each(|(idx, o)| {
+        let g = idx % groups;
+        let xs = x.map(|x| &x[idx * glen..(idx + 1) * glen]);
+        let affine = (
+            &gamma[g * cpg..(g + 1) * cpg],
+            &beta[g * cpg..(g + 1) * cpg],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            return unsafe { group_avx2(xs, s, eps, affine, act, o) };
+        }
+        group_body(xs, s, eps, affine, act, o)
+    });
 }
 
 /// Values summed in f32 lanes before the running total (in f64) takes them.
@@ -78,39 +104,33 @@ fn blocked_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     total
 }
 
-/// One group: `xs` holds `gamma.len()` channels of `s` values each.
+/// One group: `xs` (or `o` itself, in place, when `xs` is `None`) holds `gamma.len()` channels
+/// of `s` values each.
 #[inline(always)]
 fn group_body(
-    xs: &[f32],
+    xs: Option<&[f32]>,
     s: usize,
     eps: f32,
     (gamma, beta): (&[f32], &[f32]),
     act: Option<Activation>,
     o: &mut [f32],
 ) {
-    let n = xs.len() as f64;
-    let mean = blocked_sum(xs, |v| v) / n;
+    let stats = xs.unwrap_or(&*o);
+    let n = stats.len() as f64;
+    let mean = blocked_sum(stats, |v| v) / n;
     let m32 = mean as f32;
     // Centered second pass; the f32 rounding of the mean is corrected by the first moment.
-    let d1 = blocked_sum(xs, |v| v - m32) / n;
-    let var = (blocked_sum(xs, |v| (v - m32) * (v - m32)) / n - d1 * d1).max(0.0);
+    let d1 = blocked_sum(stats, |v| v - m32) / n;
+    let var = (blocked_sum(stats, |v| (v - m32) * (v - m32)) / n - d1 * d1).max(0.0);
     let inv_std = 1.0 / (var + eps as f64).sqrt();
     for (ci, (&gm, &bt)) in gamma.iter().zip(beta).enumerate() {
         let (a, b) = ((gm as f64 * inv_std) as f32, bt);
-        let (oc, xc) = (&mut o[ci * s..(ci + 1) * s], &xs[ci * s..(ci + 1) * s]);
+        let oc = &mut o[ci * s..(ci + 1) * s];
+        let xc = xs.map(|x| &x[ci * s..(ci + 1) * s]);
         match act {
-            None => oc
-                .iter_mut()
-                .zip(xc)
-                .for_each(|(y, &v)| *y = (v - m32) * a + b),
-            Some(Activation::Silu) => oc
-                .iter_mut()
-                .zip(xc)
-                .for_each(|(y, &v)| *y = silu_fast((v - m32) * a + b)),
-            Some(k) => oc
-                .iter_mut()
-                .zip(xc)
-                .for_each(|(y, &v)| *y = activate(k, (v - m32) * a + b)),
+            None => map_into(xc, oc, |v| (v - m32) * a + b),
+            Some(Activation::Silu) => map_into(xc, oc, |v| silu_fast((v - m32) * a + b)),
+            Some(k) => map_into(xc, oc, |v| activate(k, (v - m32) * a + b)),
         }
     }
 }
@@ -118,7 +138,7 @@ fn group_body(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn group_avx2(
-    xs: &[f32],
+    xs: Option<&[f32]>,
     s: usize,
     eps: f32,
     affine: (&[f32], &[f32]),

@@ -174,6 +174,53 @@ fn eltwise_and_layout_match_reference() {
     assert_close(&got, &reference::slice(&x, &shape, 1, 2, 4), 0.0, "slice");
 }
 
+/// The in-place variants give exactly the out-of-place results (both run the same bodies).
+#[test]
+fn in_place_kernels_equal_out_of_place() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for (n, c, s, groups) in [(2, 6, 35, 3), (1, 8, 1031, 2)] {
+        let x: Vec<f32> = rand_vec(&mut rng, n * c * s)
+            .iter()
+            .map(|v| v * 3.0 + 50.0)
+            .collect();
+        let (gamma, beta) = (rand_vec(&mut rng, c), rand_vec(&mut rng, c));
+        for act in [None, Some(Activation::Silu), Some(Activation::Gelu)] {
+            let mut want = vec![0.0; x.len()];
+            norm::group_norm(&x, n, c, s, groups, 1e-6, &gamma, &beta, act, &mut want);
+            let mut got = x.clone();
+            norm::group_norm_inplace(&mut got, n, c, s, groups, 1e-6, &gamma, &beta, act);
+            assert_eq!(got, want, "group_norm in place, {act:?}");
+        }
+    }
+    // Longer than one parallel chunk, with a ragged tail.
+    let len = (1 << 14) * 2 + 77;
+    let x: Vec<f32> = rand_vec(&mut rng, len).iter().map(|v| v * 6.0).collect();
+    let y = rand_vec(&mut rng, len);
+    for kind in [
+        Activation::Silu,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Mish,
+    ] {
+        let mut want = vec![0.0; len];
+        eltwise::activation(kind, &x, &mut want);
+        let mut got = x.clone();
+        eltwise::activation_inplace(kind, &mut got);
+        assert_eq!(got, want, "{kind:?} in place");
+    }
+    let mut want = vec![0.0; len];
+    eltwise::add(&x, &y, &mut want);
+    for (acc, other) in [(&x, &y), (&y, &x)] {
+        let mut got = acc.clone();
+        eltwise::add_inplace(&mut got, other);
+        assert_eq!(got, want, "add in place");
+    }
+    eltwise::scale(&x, 0.18215, &mut want);
+    let mut got = x.clone();
+    eltwise::scale_inplace(&mut got, 0.18215);
+    assert_eq!(got, want, "scale in place");
+}
+
 #[test]
 fn activations_agree_with_known_values() {
     // torch.nn.functional.gelu(torch.tensor([1.0, -0.5, 3.0], dtype=torch.float64))

@@ -51,12 +51,24 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace
     let (before, rest) = arena.split_at_mut(offset);
     let (out, after) = rest.split_at_mut(len);
     let (before, after): (&[f32], &[f32]) = (before, after);
+    // An operand the planner placed on the output (see `in_place_slots`) is read through `out`.
+    let in_place = step
+        .inputs
+        .iter()
+        .position(|&v| len > 0 && mem.locs[v] == out_loc);
     let ins: Vec<&[f32]> = step
         .inputs
         .iter()
-        .map(|&v| slice_of(mem.locs[v], src, before, after, offset + len))
+        .enumerate()
+        .map(|(slot, &v)| match in_place {
+            Some(k) if k == slot => &[][..],
+            _ => slice_of(mem.locs[v], src, before, after, offset + len),
+        })
         .collect();
-    execute(p, step, &ins, out, workspace);
+    match in_place {
+        Some(slot) => execute_in_place(p, step, slot, &ins, out),
+        None => execute(p, step, &ins, out, workspace),
+    }
     if let Some(act) = step.activation {
         if !matches!(step.op, Op::GroupNorm(_)) {
             eltwise::activation_inplace(act, out);
@@ -72,6 +84,33 @@ fn stored_filters(p: &Program, step: &Step) -> bool {
 
 fn packed(p: &Program, step: &Step, slot: usize) -> bool {
     matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
+}
+
+/// Operand slots a step's kernel can overwrite with its output: the memory planner places the
+/// output on such an operand when the operand dies at the step.
+pub(crate) fn in_place_slots(op: &Op) -> &'static [usize] {
+    match op {
+        Op::GroupNorm(_) | Op::Activation { .. } | Op::Scale(_) => &[0],
+        Op::Add => &[0, 1],
+        _ => &[],
+    }
+}
+
+/// Runs `step` whose operand `slot` lives in `out` (`ins[slot]` is empty).
+fn execute_in_place(p: &Program, step: &Step, slot: usize, ins: &[&[f32]], out: &mut [f32]) {
+    match &step.op {
+        Op::GroupNorm(g) => {
+            let x = &p.values[step.inputs[0]].shape;
+            let s = x[2..].iter().product();
+            let (gamma, beta) = (ins[1], ins[2]);
+            let act = step.activation;
+            norm::group_norm_inplace(out, x[0], x[1], s, g.num_groups, g.eps, gamma, beta, act);
+        }
+        Op::Activation { kind } => eltwise::activation_inplace(*kind, out),
+        Op::Add => eltwise::add_inplace(out, ins[1 - slot]),
+        Op::Scale(s) => eltwise::scale_inplace(out, s.factor),
+        other => unreachable!("validated plan: {} runs in place", other.kind_name()),
+    }
 }
 
 pub(crate) fn execute(

@@ -58,13 +58,16 @@ impl Pass for FuseAttention {
                 .iter()
                 .chain(&chain)
                 .all(|&s| p.steps[s].activation.is_none());
+            if !(first_ok && second_ok && single && plain) {
+                continue;
+            }
             let (q, k, v) = (
                 p.steps[m1].inputs[0],
                 p.steps[m1].inputs[1],
                 p.steps[m2].inputs[1],
             );
             let rank3 = [q, k, v].iter().all(|&x| p.values[x].shape.len() == 3);
-            if !(first_ok && second_ok && single && plain && rank3) {
+            if !rank3 {
                 continue;
             }
             let step = &mut p.steps[m2];

@@ -8,6 +8,7 @@ mod fuse_residual_add;
 mod pack_conv_weights;
 mod pack_linear_weights;
 mod plan_memory;
+mod schedule_memory;
 mod select_winograd;
 
 pub use constant_fold::ConstantFold;
@@ -18,6 +19,7 @@ pub use fuse_residual_add::FuseResidualAdd;
 pub use pack_conv_weights::PackConvWeights;
 pub use pack_linear_weights::PackLinearWeights;
 pub use plan_memory::PlanMemory;
+pub use schedule_memory::ScheduleMemory;
 pub use select_winograd::{direct_cost, winograd_cost, SelectWinograd};
 
 use crate::kernels::gemm;
@@ -39,8 +41,8 @@ pub trait Pass {
 
 /// Every pass, in order. `SelectWinograd` runs before `FoldUpsample` (which folds only into
 /// Winograd convolutions) and before `PackConvWeights` (which packs only the
-/// convolution weights still plain); `PlanMemory` must stay last: the others invalidate memory
-/// plans.
+/// convolution weights still plain); `ScheduleMemory` runs after every pass that adds, removes
+/// or fuses steps, and `PlanMemory` must stay last: the others invalidate memory plans.
 pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(ConstantFold),
@@ -51,6 +53,7 @@ pub fn pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(FuseResidualAdd),
         Box::new(PackConvWeights),
         Box::new(PackLinearWeights),
+        Box::new(ScheduleMemory),
         Box::new(PlanMemory),
     ]
 }
