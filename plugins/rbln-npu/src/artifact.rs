@@ -122,10 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<Program, PluginError> {
                     rest.len()
                 ))
             })?;
-        w.data = rest[..nbytes]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        w.data = crate::runtime::buffers::floats_from_le(&rest[..nbytes]);
         rest = &rest[nbytes..];
     }
     if !rest.is_empty() {

@@ -158,32 +158,64 @@ enum When {
     OnFirstUse,
 }
 
+/// A part's compiled bytes: from the compiler, or a compiled file mapped read-only.
+enum Compiled {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf, memmap2::Mmap),
+}
+
+/// Maps `path` read-only, its pages populated from the page cache up front. Mapping instead of
+/// reading spares a copy of the whole artifact into fresh memory (most of the load time of a
+/// large model); the mapping lives only while the part is loaded.
+fn map(path: &Path) -> Result<memmap2::Mmap, PluginError> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            PluginError::not_found(format!(
+                "{} does not exist (is {} a compiled RBLNAutoencoderKL directory?)",
+                path.display(),
+                path.parent()
+                    .map_or("?".into(), |d| d.display().to_string())
+            ))
+        } else {
+            PluginError::invalid(format!("cannot read {}: {e}", path.display()))
+        }
+    })?;
+    // SAFETY: the map is read-only and private to this load. If another process truncates the
+    // file meanwhile, reads could fault; compiled directories are written atomically (a new
+    // directory renamed into place), so a model being loaded is not rewritten in place.
+    unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| PluginError::invalid(format!("cannot map {}: {e}", path.display())))
+}
+
 fn load_part(
     device: &DeviceBox,
     when: When,
     name: &'static str,
-    artifact: Vec<u8>,
-    source: Option<std::path::PathBuf>,
+    compiled: Compiled,
     (input, output): (TensorSpec, TensorSpec),
 ) -> Result<Part, PluginError> {
+    let artifact: &[u8] = match &compiled {
+        Compiled::Bytes(b) => b,
+        Compiled::File(_, m) => m,
+    };
     let runtime = match when {
         When::Never => Runtime::None,
-        When::Now => Runtime::Loaded(load_exe(device, name, &artifact, &input, &output)?),
+        When::Now => Runtime::Loaded(load_exe(device, name, artifact, &input, &output)?),
         When::OnFirstUse => {
-            drop(load_exe(device, name, &artifact, &input, &output)?);
+            drop(load_exe(device, name, artifact, &input, &output)?);
             Runtime::OnFirstUse {
                 exe: OnceLock::new(),
                 init: Mutex::new(()),
             }
         }
     };
-    let artifact = match source {
-        Some(path) => Artifact::OnDisk {
+    let artifact = match compiled {
+        Compiled::File(path, m) => Artifact::OnDisk {
             path,
-            len: artifact.len(),
-            crc32: crc32fast::hash(&artifact),
+            len: m.len(),
+            crc32: crc32fast::hash(&m),
         },
-        None => Artifact::InMemory(artifact),
+        Compiled::Bytes(b) => Artifact::InMemory(b),
     };
     Ok(Part {
         name,
@@ -275,8 +307,7 @@ impl RBLNAutoencoderKL {
                 &backend.device,
                 when(rc.runtime.create_runtimes, p.name),
                 p.name,
-                artifact,
-                None,
+                Compiled::Bytes(artifact),
                 io,
             )?);
         }
@@ -350,15 +381,14 @@ impl RBLNAutoencoderKL {
         let mut parts = Vec::new();
         for p in rc.parts() {
             let file = format!("{}.{ext}", p.name);
-            let artifact = read(&file)?;
+            let mapped = map(&dir.join(&file))?;
             let io = specs(&rc, &vae, p.name);
             let source = std::path::absolute(dir.join(&file)).unwrap_or_else(|_| dir.join(&file));
             let part = load_part(
                 &backend.device,
                 when(rc.runtime.create_runtimes, p.name),
                 p.name,
-                artifact,
-                Some(source),
+                Compiled::File(source, mapped),
                 io,
             )
             .map_err(|e| e.context(dir.join(&file).display()))?;

@@ -1,6 +1,6 @@
 //! A loaded artifact, ready to run from any number of threads.
 
-use super::{run_step, Sources};
+use super::{buffers, run_step, Sources};
 use crate::artifact;
 use crate::program::{Loc, Program};
 use plugin_api::tensor::shape_str;
@@ -108,8 +108,12 @@ impl NpuExecutable {
             .as_ref()
             .expect("loaded programs have a memory plan");
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let (mut arena, mut workspace) = pooled
-            .unwrap_or_else(|| (vec![0.0f32; mem.arena_len], vec![0.0f32; p.workspace_len()]));
+        let (mut arena, mut workspace) = pooled.unwrap_or_else(|| {
+            (
+                buffers::zeroed(mem.arena_len),
+                buffers::zeroed(p.workspace_len()),
+            )
+        });
         let src = Sources {
             inputs: &inputs,
             program: p,
