@@ -37,8 +37,9 @@ const POINTS: usize = 36;
 const L: usize = NR;
 /// Output tile edge.
 const TILE: usize = 4;
-/// Most tiles in one chunk (a multiple of `L`).
-const MAX_CHUNK: usize = 256;
+/// Most tiles in one chunk (a multiple of `L`): at 512 channels, 128 tiles run as fast as 256
+/// (`examples/winograd_bench`) and halve the per-thread V and M scratch (to 19 MB).
+const MAX_CHUNK: usize = 128;
 
 /// Floats of the stored taps layout of a `c_out x c_in x 3 x 3` weight (see [`pack_taps`]).
 pub fn taps_len(c_out: usize, c_in: usize) -> usize {
@@ -641,8 +642,8 @@ fn strides(c_in: usize, _c_out: usize, nq: usize) -> (usize, usize) {
 /// Tiles per chunk and number of chunks for `tiles` tiles, where `channels` is the wider side
 /// of the convolution. A chunk re-reads all of U (`36 c^2` floats), so wide layers take more
 /// tiles per chunk to amortize it, and narrow ones fewer, so that their V and M stay in cache:
-/// `c^2 / 512` tiles (32 at 128 channels, 128 at 256, 256 at 512), the best of 16..256 on each
-/// SD-VAE shape with `examples/winograd_bench`. The chunk count is a multiple of the thread
+/// `c^2 / 512` tiles up to [`MAX_CHUNK`] (32 at 128 channels, 128 at 256 and 512), about the
+/// best of 16..256 on each SD-VAE shape with `examples/winograd_bench`. The chunk count is a multiple of the thread
 /// count when there is enough work.
 fn chunking(tiles: usize, channels: usize, threads: usize) -> (usize, usize) {
     let cap = (channels * channels / 512 / L * L).clamp(L, MAX_CHUNK);

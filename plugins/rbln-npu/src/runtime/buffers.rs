@@ -38,6 +38,17 @@ pub fn floats_from_le(b: &[u8]) -> Vec<f32> {
     v
 }
 
+/// Returns freed heap memory to the operating system. glibc keeps freed blocks below its
+/// (adaptive) mmap threshold in the heap, so the weights of a dropped executable would
+/// otherwise stay in the process's resident memory.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Advises the 2 MiB-aligned part of `v`'s (untouched) capacity for huge pages.
 fn advise(v: &mut Vec<f32>) {
     let bytes = v.capacity() * 4;

@@ -19,6 +19,20 @@ pub struct NpuExecutable {
     pool: Arc<Mutex<Vec<Buffers>>>,
 }
 
+impl Drop for NpuExecutable {
+    /// Frees the pooled arenas and (when this is the program's last holder) the weights now,
+    /// then hands the freed memory back to the operating system.
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+        if let Some(p) = Arc::get_mut(&mut self.program) {
+            p.weights = Vec::new();
+        }
+        buffers::release_free_memory();
+    }
+}
+
 impl NpuExecutable {
     /// Verifies and loads artifact bytes (see [`artifact::decode`]).
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
