@@ -20,9 +20,12 @@ pub struct NpuExecutable {
 }
 
 impl Drop for NpuExecutable {
-    /// Frees the pooled arenas and (when this is the program's last holder) the weights now,
-    /// then hands the freed memory back to the operating system.
+    /// When this is the last clone: frees the pooled arenas and the weights now, then hands the
+    /// freed memory back to the operating system.
     fn drop(&mut self) {
+        if Arc::strong_count(&self.pool) > 1 {
+            return;
+        }
         if let Ok(mut pool) = self.pool.lock() {
             pool.clear();
         }
