@@ -122,7 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<Program, PluginError> {
                     rest.len()
                 ))
             })?;
-        w.data = crate::runtime::buffers::floats_from_le(&rest[..nbytes]);
+        w.data = crate::kernels::buffers::floats_from_le(&rest[..nbytes]);
         rest = &rest[nbytes..];
     }
     if !rest.is_empty() {

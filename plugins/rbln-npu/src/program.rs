@@ -246,16 +246,23 @@ impl Program {
     pub fn workspace_len(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| s.algo == Algo::WinogradF4)
+            .filter(|s| s.algo == Algo::WinogradF4 && !self.stores_winograd_filters(s))
             .filter_map(|s| {
-                let v = self.values.get(*s.inputs.get(1)?)?;
-                let per_call = matches!(v.def, Def::Weight(w)
-                    if self.weights.get(w).is_some_and(|w| matches!(w.layout, Layout::WinogradTaps { .. })));
-                let w = &v.shape;
-                (per_call && w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
+                let w = &self.values.get(*s.inputs.get(1)?)?.shape;
+                (w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Whether the Winograd step `step` reads transformed filters stored at compile time
+    /// ([`Layout::WinogradFilters`]) rather than taps it transforms per call.
+    pub fn stores_winograd_filters(&self, step: &Step) -> bool {
+        step.inputs
+            .get(1)
+            .and_then(|&v| self.values.get(v))
+            .is_some_and(|v| matches!(v.def, Def::Weight(w)
+                if self.weights.get(w).is_some_and(|w| matches!(w.layout, Layout::WinogradFilters { .. }))))
     }
 
     /// Whether `v` is returned to the caller.

@@ -6,6 +6,7 @@
 
 use super::eltwise::exp_fast;
 use super::gemm::{self, COut, TransposedB, NR};
+use super::SharedOut;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -16,11 +17,6 @@ thread_local! {
     /// Each worker's score rows, kept between calls (grow-only).
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: each task writes only the output rows of its own query block.
-unsafe impl Sync for SharedOut {}
-unsafe impl Send for SharedOut {}
 
 /// `out[b] = softmax(scale * q[b] k[b]^T) v[b]` with `q: [B, N, D]`, `k: [B, M, D]`,
 /// `v: [B, M, E]`, `out: [B, N, E]`.

@@ -135,17 +135,7 @@ impl BSource for Im2col<'_> {
             p % self.ow + width <= self.ow
         };
         if !(0..panels).all(one_row) {
-            for q in 0..panels {
-                let width = NR.min(ncb - q * NR);
-                self.pack_panel(
-                    k0,
-                    kc,
-                    j0 + q * NR,
-                    width,
-                    &mut dst[q * kc * NR..][..kc * NR],
-                );
-            }
-            return;
+            return gemm::pack_panels(self, k0, kc, j0, ncb, dst);
         }
         // Row by row across the panels, so that each input row is read once, in order.
         let mut tap = self.tap(k0);

@@ -5,6 +5,7 @@
 //! transposed matrix, or an im2col view of an image), so no full im2col buffer is ever built.
 //! Column blocks of `C` run in parallel on rayon's pool.
 
+use super::SharedOut;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -60,16 +61,28 @@ pub trait BSource: Sync {
     /// Packs the `ncb` columns from `j0` as consecutive panels (panel `q` at `q * kc * NR`).
     /// Sources override it when walking all panels together reads memory in a better order.
     fn pack_block(&self, k0: usize, kc: usize, j0: usize, ncb: usize, dst: &mut [f32]) {
-        for q in 0..ncb.div_ceil(NR) {
-            let width = NR.min(ncb - q * NR);
-            self.pack_panel(
-                k0,
-                kc,
-                j0 + q * NR,
-                width,
-                &mut dst[q * kc * NR..][..kc * NR],
-            );
-        }
+        pack_panels(self, k0, kc, j0, ncb, dst)
+    }
+}
+
+/// [`BSource::pack_block`] panel by panel with [`BSource::pack_panel`].
+pub fn pack_panels<B: BSource + ?Sized>(
+    b: &B,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    ncb: usize,
+    dst: &mut [f32],
+) {
+    for q in 0..ncb.div_ceil(NR) {
+        let width = NR.min(ncb - q * NR);
+        b.pack_panel(
+            k0,
+            kc,
+            j0 + q * NR,
+            width,
+            &mut dst[q * kc * NR..][..kc * NR],
+        );
     }
 }
 
@@ -235,11 +248,6 @@ pub fn kernel_isa() -> &'static str {
     }
     "portable"
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: tasks write through this pointer only to the disjoint column ranges they own.
-unsafe impl Sync for SharedOut {}
-unsafe impl Send for SharedOut {}
 
 /// `C[m x n] = A_packed[m x k] x B[k x n] (+ bias[i] on row i)`.
 ///

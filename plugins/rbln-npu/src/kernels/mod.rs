@@ -1,7 +1,9 @@
-//! Host CPU kernels: the fast (blocked, parallel) versions used by the runtime and the plain
-//! scalar [`reference`] versions they are tested against. The only module with `unsafe`.
+//! Host CPU kernels: the fast (blocked, parallel) versions used by the runtime, the plain
+//! scalar [`reference`] versions they are tested against, and the large [`buffers`] they run
+//! on. The only module with `unsafe`.
 
 pub mod attention;
+pub mod buffers;
 pub mod conv;
 pub mod eltwise;
 pub mod gemm;
@@ -10,6 +12,13 @@ pub mod matmul;
 pub mod norm;
 pub mod reference;
 pub mod winograd;
+
+/// A raw pointer to an output buffer that parallel tasks write through. Each user guarantees
+/// (and says at its write) that no two tasks write the same element.
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: sharing the pointer is sound because users only write disjoint elements through it.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
 
 #[cfg(test)]
 mod tests;

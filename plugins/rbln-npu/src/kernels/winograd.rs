@@ -29,6 +29,7 @@
 
 use super::conv::ConvGeom;
 use super::gemm::{self, MicroKernel, KC, MR, NR};
+use super::SharedOut;
 use rayon::prelude::*;
 
 /// Points of the transformed 6x6 tile.
@@ -356,12 +357,6 @@ impl Geo {
         (t / per_img, t % per_img / self.tw, t % self.tw)
     }
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: chunks write through this pointer only to the output pixels of their own tiles, which
-// no other chunk covers.
-unsafe impl Sync for SharedOut {}
-unsafe impl Send for SharedOut {}
 
 /// Runs tiles `t0 .. t0 + tc` of the convolution: transform the input, 36 GEMMs, transform back
 /// and write the output.

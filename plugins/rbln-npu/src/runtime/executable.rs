@@ -1,7 +1,8 @@
 //! A loaded artifact, ready to run from any number of threads.
 
-use super::{buffers, run_step, Sources};
+use super::{run_step, Sources};
 use crate::artifact;
+use crate::kernels::buffers;
 use crate::program::{Loc, Program};
 use plugin_api::tensor::shape_str;
 use plugin_api::{NamedTensor, PluginError, Tensor, TensorSpec};

@@ -1,7 +1,6 @@
 //! The CPU runtime: an immutable shared plan plus a per-call arena. Each step's operands are
 //! resolved to slices (caller inputs, weights or arena ranges) and handed to a kernel.
 
-pub mod buffers;
 pub mod executable;
 pub mod profile;
 
@@ -77,12 +76,6 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace
     }
 }
 
-/// Whether the step's Winograd filters were transformed at compile time.
-fn stored_filters(p: &Program, step: &Step) -> bool {
-    matches!(p.values[step.inputs[1]].def,
-        Def::Weight(w) if matches!(p.weights[w].layout, Layout::WinogradFilters { .. }))
-}
-
 fn packed(p: &Program, step: &Step, slot: usize) -> bool {
     matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
 }
@@ -141,7 +134,7 @@ pub(crate) fn execute(
                 (ins.get(2).copied(), None)
             };
             if step.algo == Algo::WinogradF4 {
-                let u: &[f32] = if stored_filters(p, step) {
+                let u: &[f32] = if p.stores_winograd_filters(step) {
                     ins[1]
                 } else {
                     let u = &mut workspace[..winograd::transformed_len(w[0], w[1])];

@@ -2,7 +2,7 @@
 //! steps (slowest first, with each step's share of the run and its effective GFLOP/s) and a
 //! summary per kernel to stderr.
 
-use crate::program::{Algo, Def, Layout, Program, Step};
+use crate::program::{Algo, Program, Step};
 use plugin_api::graph::Op;
 use plugin_api::tensor::shape_str;
 use std::collections::BTreeMap;
@@ -53,11 +53,7 @@ pub fn program_flops(p: &Program) -> f64 {
 pub fn kernel_label(p: &Program, step: &Step) -> String {
     let mut k = step.op.kind_name().to_string();
     if step.algo == Algo::WinogradF4 {
-        let stored = step.inputs.get(1).is_some_and(|&v| {
-            matches!(p.values[v].def, Def::Weight(w)
-                if matches!(p.weights[w].layout, Layout::WinogradFilters { .. }))
-        });
-        k.push_str(if stored {
+        k.push_str(if p.stores_winograd_filters(step) {
             "[winograd-f4x4,U]"
         } else {
             "[winograd-f4x4]"
