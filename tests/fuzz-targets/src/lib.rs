@@ -1,0 +1,103 @@
+//! The bodies of the fuzz targets. Each takes arbitrary bytes, as a client or a file would send
+//! them, and must return: an error is the expected outcome, a panic, an abort or an allocation
+//! the input does not justify is a bug. `tests/fuzz/` runs them under libFuzzer (cargo-fuzz);
+//! `tests/fuzz_replay.rs` replays every committed corpus entry and regression through them in
+//! `cargo test`.
+
+use std::path::Path;
+
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its `tests/fuzz/fuzz_targets/<name>.rs` and corpus directory.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("manifest", manifest),
+    ("config_json", config_json),
+    ("rbln_config", rbln_config),
+    ("safetensors", safetensors),
+    ("artifact", artifact),
+    ("artifact_plan", artifact_plan),
+    ("image", image),
+];
+
+/// A manifest YAML file (plugins, devices, models, pipelines).
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = mlhost::manifest::Manifest::parse(text, Path::new("/nonexistent/fuzz/manifest.yaml"));
+}
+
+/// A diffusers `config.json`, then what the model plugin derives from it before reading weights.
+pub fn config_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(config) = rbln_vae::config::AutoencoderKLConfig::from_json_str(text) {
+        let _ = rbln_vae::weights::expected_shapes(&config);
+        let _ = config.to_json();
+    }
+}
+
+/// A compiled directory's `rbln_config.json`, loaded with no user overrides.
+pub fn rbln_config(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let user = serde_json::Map::new();
+    if let Ok(c) = rbln_vae::rbln_config::RBLNAutoencoderKLConfig::for_load(&value, &user) {
+        let _ = c.parts();
+        let _ = c.image_input_shape();
+        let _ = c.latent_shape();
+        let _ = c.to_json_string();
+    }
+}
+
+/// A `diffusion_pytorch_model.safetensors` file (header and tensor data).
+pub fn safetensors(data: &[u8]) {
+    let _ = rbln_vae::weights::parse_safetensors(data);
+}
+
+/// A compiled `.rbln` artifact as stored: header, checksum, plan, weights.
+pub fn artifact(data: &[u8]) {
+    let _ = rbln_npu::runtime::executable::NpuExecutable::load(data);
+}
+
+/// Weight floats are filled in for at most this many values; plans declaring more are skipped.
+const MAX_FILLED_FLOATS: u64 = 1 << 20;
+
+/// A compiled artifact's plan JSON, wrapped in a valid header and checksum with zero weights of
+/// the lengths the plan declares, so that the fuzzer reaches the plan's own checks and the
+/// runtime's load (arena and workspace sizes) instead of stopping at the checksum.
+pub fn artifact_plan(data: &[u8]) {
+    let Ok(plan) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let mut floats: u64 = 0;
+    if let Some(weights) = plan.get("weights").and_then(|w| w.as_array()) {
+        for w in weights {
+            let len = w.get("len").and_then(|l| l.as_u64()).unwrap_or(0);
+            floats = floats.saturating_add(len);
+        }
+    }
+    if floats > MAX_FILLED_FLOATS {
+        return;
+    }
+    let mut payload = Vec::with_capacity(8 + data.len() + floats as usize * 4);
+    payload.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    payload.extend_from_slice(data);
+    payload.resize(payload.len() + floats as usize * 4, 0);
+    let mut bytes = Vec::with_capacity(rbln_npu::artifact::HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&rbln_npu::artifact::MAGIC);
+    bytes.extend_from_slice(&rbln_npu::artifact::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let _ = rbln_npu::runtime::executable::NpuExecutable::load(&bytes);
+}
+
+/// A PNG or JPEG image input of a pipeline (`image_decode`), as RGB and as grayscale.
+pub fn image(data: &[u8]) {
+    let _ = mlhost::pipeline::ops::decode_image(data, 3);
+    let _ = mlhost::pipeline::ops::decode_image(data, 1);
+}
