@@ -7,8 +7,8 @@
 use integration_tests::*;
 use mlhost::cli::compile::compile_manifest;
 use mlhost::cli::inspect::{report, InspectArgs};
-use mlhost::cli::pipeline::load_models;
 use mlhost::manifest::Manifest;
+use mlhost::models::pipeline::load_models;
 use mlhost::pipeline::exec;
 use mlhost::pipeline::graph::{Action, Pipeline};
 use mlhost::pipeline::ops::{Data, Op, Scaling};

@@ -5,8 +5,11 @@
 //! The host depends only on `plugin-api`, never on a plugin crate.
 
 pub mod cli;
+pub mod error;
 pub mod io;
 pub mod manifest;
+pub mod models;
+pub mod oip;
 pub mod pipeline;
 pub mod plugins;
 pub mod progress;

@@ -521,3 +521,125 @@ fn manifest_pipelines_are_served_as_models_of_their_own_name() {
     // The model's own methods stay served.
     assert_eq!(s.get("/v2/models/vae.encode/ready").status, 200);
 }
+
+/// Asserts a 400 whose error mentions every needle.
+fn assert_400(r: &Reply, needles: &[&str]) {
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+    for n in needles {
+        assert!(msg.contains(n), "{msg:?} should mention {n:?}");
+    }
+}
+
+#[test]
+fn hostile_requests_get_400_naming_the_problem_and_the_server_goes_on() {
+    let s = start_fixture("{max_queue_delay_us: 0, max_queue_size: 4}");
+    let (zs, z) = fixture("z");
+    let (_, sample) = fixture("sample");
+    let good = || {
+        let r = s.infer_json("vae.decode", &json!({"inputs": [json_input("z", &zs, &z)]}));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_close("decode after a bad request", &outputs(&r)["sample"].1, &sample);
+    };
+    let mut dims = zs.clone();
+
+    // Issue 12, 1: a huge batch with three numbers of JSON data: refused by the row limit
+    // (batch 4 x max_queue_size 4), never allocated.
+    dims[0] = 1_000_000_000_000;
+    let r = s.infer_json(
+        "vae.decode",
+        &json!({"inputs": [{"name": "z", "datatype": "FP32", "shape": dims, "data": [1, 2, 3]}]}),
+    );
+    assert_400(&r, &["`z`", "limit of 16 rows"]);
+    good();
+
+    // Issue 12, 2: a shape whose product wraps to 0 with binary_data_size 0.
+    dims[0] = 1_125_899_906_842_624;
+    let header = json!({"inputs": [{"name": "z", "datatype": "FP32", "shape": dims,
+                                    "parameters": {"binary_data_size": 0}}]})
+    .to_string();
+    let r = s.post(
+        "/v2/models/vae.decode/infer",
+        &[("Inference-Header-Content-Length", header.len().to_string())],
+        header.as_bytes(),
+    );
+    assert_400(&r, &["`z`", "limit of 16 rows"]);
+    good();
+
+    // Ragged JSON data.
+    let mut ragged: Vec<Vec<f32>> = z.chunks(8).map(<[f32]>::to_vec).collect();
+    ragged[3].pop();
+    ragged[4].push(0.0);
+    let r = s.infer_json(
+        "vae.decode",
+        &json!({"inputs": [{"name": "z", "datatype": "FP32", "shape": zs, "data": ragged}]}),
+    );
+    assert_400(&r, &["`z`", "data[3]", "ragged"]);
+    good();
+
+    // A number that overflows FP32.
+    let mut text = serde_json::to_string(&json!({"inputs": [json_input("z", &zs, &z)]})).unwrap();
+    let at = text.find("\"data\":[").unwrap() + "\"data\":[".len();
+    let end = at + text[at..].find(',').unwrap();
+    text.replace_range(at..end, "1e39");
+    let r = s.post("/v2/models/vae.decode/infer", &[], text.as_bytes());
+    assert_400(&r, &["`z`", "data[0]", "not a finite FP32 value"]);
+    good();
+
+    // A queue timeout too large for a deadline is no deadline, not a crash.
+    let r = s.infer_json(
+        "vae.decode",
+        &json!({"parameters": {"timeout": u64::MAX}, "inputs": [json_input("z", &zs, &z)]}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    good();
+    assert_eq!(s.get("/v2/health/ready").status, 200);
+}
+
+#[test]
+fn pipeline_tensor_inputs_get_the_same_checks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let s = start(
+        &[root.join("manifests/sd15-text2img.yaml").to_str().unwrap()],
+        Vec::new(),
+    );
+    let latents: Vec<f32> = (0..4 * 16 * 16).map(|i| (i % 7) as f32 * 0.1).collect();
+    let request = |shape: serde_json::Value, data: serde_json::Value| {
+        json!({"inputs": [{"name": "latents", "datatype": "FP32", "shape": shape, "data": data}],
+               "outputs": [{"name": "image"}]})
+    };
+    let good = || {
+        let r = s.infer_json("text2img", &request(json!([1, 4, 16, 16]), json!(latents)));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let n: usize = r.headers["inference-header-content-length"].parse().unwrap();
+        let head: serde_json::Value = serde_json::from_slice(&r.body[..n]).unwrap();
+        assert_eq!(head["outputs"][0]["datatype"], "BYTES");
+        assert_eq!(&r.body[n + 5..n + 8], b"PNG");
+    };
+    good();
+    let r = s.infer_json(
+        "text2img",
+        &request(json!([1125899906842624u64, 4, 64, 64]), json!([1, 2, 3])),
+    );
+    assert_400(&r, &["`latents`", "more elements than can be addressed"]);
+    good();
+    let r = s.infer_json(
+        "text2img",
+        &request(json!([1000000000000u64, 4, 64, 64]), json!([1, 2, 3])),
+    );
+    assert_400(&r, &["`latents`", "needs 16384000000000000 elements, data has 3"]);
+    good();
+    let r = s.infer_json(
+        "text2img",
+        &request(json!([1, 4, 16, 16]), json!([[1, 2], [3]])),
+    );
+    assert_400(&r, &["`latents`", "ragged"]);
+    good();
+    let mut big = latents.clone();
+    big[5] = 0.0;
+    let mut text = serde_json::to_string(&request(json!([1, 4, 16, 16]), json!(big))).unwrap();
+    text = text.replacen(",0.0,", ",-1e39,", 1);
+    let r = s.post("/v2/models/text2img/infer", &[], text.as_bytes());
+    assert_400(&r, &["`latents`", "data[5]", "not a finite FP32 value"]);
+    good();
+}

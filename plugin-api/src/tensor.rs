@@ -61,9 +61,15 @@ pub fn shape_str<T: fmt::Debug>(shape: &[T]) -> String {
 }
 
 impl Tensor {
-    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements.
+    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements (the
+    /// product computed with checked arithmetic: a shape whose product overflows is refused).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, PluginError> {
-        let n: usize = shape.iter().product();
+        let Some(n) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+            return Err(PluginError::invalid(format!(
+                "tensor of shape {} has more elements than can be addressed",
+                shape_str(&shape)
+            )));
+        };
         if n != data.len() {
             return Err(PluginError::invalid(format!(
                 "tensor of shape {} needs {n} elements, got {}",
@@ -170,5 +176,12 @@ mod tests {
         let a = t.to_ndarray();
         assert_eq!(a[[1, 2]], 5.0);
         assert_eq!(Tensor::from_ndarray(&a), t);
+    }
+
+    #[test]
+    fn a_shape_whose_product_wraps_is_refused() {
+        // 2^50 * 4 * 64 * 64 wraps to 0 in unchecked usize arithmetic.
+        let e = Tensor::new(vec![1 << 50, 4, 64, 64], Vec::new()).unwrap_err();
+        assert!(e.message().contains("more elements than can be addressed"), "{e}");
     }
 }

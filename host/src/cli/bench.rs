@@ -106,7 +106,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         kwargs.insert("uses_encoder".into(), Value::Bool(true));
     }
     let load_start = Instant::now();
-    let model = load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)?;
+    let model = load_model(registry, &args.backend, &class_name, dir, kwargs)?;
     let load_s = load_start.elapsed().as_secs_f64();
 
     let name = args.method.name();

@@ -1,6 +1,9 @@
 //! `mlhost compile`: from_pretrained(export = Yes) on a diffusers directory, then save_pretrained.
 
 use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
+use crate::models::load::{open, open_manifest_model, LoadSpec, Overrides};
+use crate::models::resolve::{is_plugin_path, manifest_plugins};
+use crate::models::Choice;
 use crate::plugins::PluginRegistry;
 use crate::progress::BarProgress;
 use anyhow::Context;
@@ -126,24 +129,26 @@ pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> 
     let class_name = registry.select_model_class(args.backend.class.as_deref())?;
     let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
     let device = registry.select_device(args.backend.device.as_deref())?;
-    let class = registry.model_class(&class_name)?;
-    let backend = registry.backend(&compiler, &device)?;
     let out = path_str(&args.out_dir)?;
     tracing::info!(
         "compiling {} as {class_name} with compiler {compiler}, device {device}",
         args.diffusers_dir.display()
     );
-    let progress = BarProgress::stderr();
-    let model = plugin(class.from_pretrained(
-        path_str(&args.diffusers_dir)?.into(),
-        Export::Yes,
-        Value::Object(config).to_string().as_str().into(),
-        Value::Object(kwargs(args)).to_string().as_str().into(),
-        backend,
-        &progress.to_box(),
-    ))
-    .with_context(|| format!("compiling {} as {class_name}", args.diffusers_dir.display()))?;
-    progress.finish();
+    let spec = LoadSpec {
+        dir: &args.diffusers_dir,
+        export: Export::Yes,
+        choice: Choice {
+            class: Some(class_name.clone()),
+            compiler: Some(compiler),
+            device: Some(device),
+        },
+        overrides: Overrides {
+            rbln_config: config,
+            kwargs: kwargs(args),
+        },
+    };
+    let model = open(registry, &class_name, &spec, &BarProgress::stderr())
+        .with_context(|| format!("compiling {} as {class_name}", args.diffusers_dir.display()))?;
     plugin(model.save_pretrained(out.into()))
         .with_context(|| format!("saving the compiled model to {out}"))?;
     eprintln!(
@@ -181,8 +186,7 @@ pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Resu
     let manifest = crate::manifest::Manifest::load(&args.diffusers_dir)
         .map_err(|e| UsageError(e.to_string()))?;
     let search = crate::plugins::plugin_search_path(plugin_dirs)?;
-    let registry =
-        PluginRegistry::load(&crate::serve::load::manifest_plugins(&manifest, &search)?)?;
+    let registry = PluginRegistry::load(&manifest_plugins(&manifest, &search)?)?;
     compile_manifest(&registry, &manifest, &args.out_dir)?;
     eprintln!(
         "compiled {} model(s) of {} to {} in {:.2?}",
@@ -243,8 +247,7 @@ pub fn compile_manifest(
             .into(),
     );
     for entry in &manifest.models {
-        let (class, model) =
-            crate::serve::load::open_manifest_model(registry, manifest, entry, Export::Yes)?;
+        let (class, model) = open_manifest_model(registry, manifest, entry, Export::Yes)?;
         let dir = tmp.path().join(&entry.name);
         plugin(model.save_pretrained(path_str(&dir)?.into()))
             .with_context(|| format!("saving model \"{}\" to {}", entry.name, dir.display()))?;
@@ -276,7 +279,7 @@ fn compiled_manifest(manifest: &crate::manifest::Manifest) -> anyhow::Result<Str
     if let Some(plugins) = doc.get_mut("plugins").and_then(|p| p.as_sequence_mut()) {
         for p in plugins.iter_mut() {
             if let Some(s) = p.as_str() {
-                if s.contains('/') || crate::plugins::is_library_file_name(s) {
+                if is_plugin_path(s) {
                     let abs = std::path::absolute(manifest.dir().join(s))?;
                     *p = serde_yaml::Value::String(abs.display().to_string());
                 }

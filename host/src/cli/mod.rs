@@ -1,11 +1,13 @@
 //! The `mlhost` command line: one file per command.
 
-use crate::io::IoError;
-use crate::plugins::{plugin_search_path, PluginRegistry, RegistryError};
-use anyhow::Context;
+use crate::error::kind_of;
+use crate::models::Choice;
+use crate::plugins::{plugin_search_path, PluginRegistry};
 use clap::{Args, Parser, Subcommand};
-use plugin_api::{ErrorKind, PluginError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+pub use crate::error::UsageError;
+pub(crate) use crate::error::{path_str, plugin, require_dir};
 
 pub mod bench;
 pub mod compile;
@@ -71,10 +73,16 @@ pub struct BackendArgs {
     pub device: Option<String>,
 }
 
-/// A host-side input error (bad argument, missing file): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+impl BackendArgs {
+    /// The model layer's choice of class, compiler and device.
+    pub fn choice(&self) -> Choice {
+        Choice {
+            class: self.class.clone(),
+            compiler: self.compiler.clone(),
+            device: self.device.clone(),
+        }
+    }
+}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -104,56 +112,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The process exit code for an error: 2 when the user's input is at fault (invalid argument,
-/// something not found), 1 otherwise.
+/// something not found), 1 otherwise. The one place where error kinds become exit codes.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<PluginError>() {
-            return match e.kind {
-                ErrorKind::InvalidArgument | ErrorKind::NotFound => 2,
-                ErrorKind::Unsupported | ErrorKind::Internal => 1,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<RegistryError>() {
-            return if e.is_user_error() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<IoError>() {
-            return if e.is_user_error() { 2 } else { 1 };
-        }
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return 2;
-        }
-    }
-    1
-}
-
-/// Converts a plugin result into an anyhow result, keeping the [`PluginError`] in the chain.
-pub(crate) fn plugin<T>(r: plugin_api::PluginResult<T>) -> anyhow::Result<T> {
-    r.into_result().map_err(anyhow::Error::from)
-}
-
-/// Fails with a [`UsageError`] unless `dir` is an existing directory.
-pub(crate) fn require_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let why = if dir.exists() {
-        "is not a directory"
+    if kind_of(err).is_user_error() {
+        2
     } else {
-        "does not exist"
-    };
-    Err(UsageError(format!("{what} {} {why}", dir.display())).into())
-}
-
-/// A path as the `&str` plugins take.
-pub(crate) fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .ok_or_else(|| UsageError(format!("path {} is not valid UTF-8", path.display())))
-        .context("plugins take UTF-8 paths")
+        1
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plugin_api::PluginError;
 
     #[test]
     fn exit_codes_follow_the_error_kind() {

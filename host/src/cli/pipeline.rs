@@ -3,15 +3,15 @@
 use super::UsageError;
 use crate::io;
 use crate::manifest::Manifest;
-use crate::pipeline::exec::{self, Models};
-use crate::pipeline::graph::{Action, Pipeline};
+use crate::models::pipeline::load_models;
+use crate::models::resolve::manifest_plugins;
+use crate::pipeline::exec;
 use crate::pipeline::ops::Data;
 use crate::pipeline::spec::PortType;
 use crate::plugins::{plugin_search_path, PluginRegistry};
-use crate::serve::load::{manifest_plugins, open_manifest_model};
 use anyhow::Context;
 use clap::Args;
-use plugin_api::{ModelBox, NamedTensor};
+use plugin_api::NamedTensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,58 +35,6 @@ pub struct PipelineArgs {
     /// Print the resolved step graph as JSON and exit without running.
     #[arg(long)]
     pub print_graph: bool,
-}
-
-/// Loaded models of a manifest, callable by the executor.
-pub struct ManifestModels(pub BTreeMap<String, Arc<ModelBox>>);
-
-impl Models for ManifestModels {
-    fn call(
-        &self,
-        model: &str,
-        method: &str,
-        inputs: Vec<NamedTensor>,
-    ) -> anyhow::Result<Vec<NamedTensor>> {
-        let m = self
-            .0
-            .get(model)
-            .ok_or_else(|| anyhow::anyhow!("model \"{model}\" is not loaded"))?;
-        Ok(super::plugin(m.call(method.into(), inputs.into(), "{}".into()))?.into_vec())
-    }
-}
-
-/// The models a pipeline's steps call.
-pub fn models_of(p: &Pipeline) -> Vec<String> {
-    let mut names: Vec<String> = p
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            Action::Model { model, .. } => Some(model.clone()),
-            Action::Op(_) => None,
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Loads (compiling when the manifest says so) the models `p` calls.
-pub fn load_models(
-    registry: &PluginRegistry,
-    manifest: &Manifest,
-    p: &Pipeline,
-) -> anyhow::Result<ManifestModels> {
-    let mut loaded = BTreeMap::new();
-    for name in models_of(p) {
-        let entry = manifest
-            .models
-            .iter()
-            .find(|m| m.name == name)
-            .ok_or_else(|| anyhow::anyhow!("model \"{name}\" is not in the manifest"))?;
-        let (_, model) = open_manifest_model(registry, manifest, entry, entry.export.export())?;
-        loaded.insert(name, Arc::new(model));
-    }
-    Ok(ManifestModels(loaded))
 }
 
 fn split(arg: &str, flag: &str) -> anyhow::Result<(String, PathBuf)> {
@@ -124,7 +72,7 @@ pub fn write_output(name: &str, data: &Data, file: &Path) -> anyhow::Result<()> 
 pub fn run(plugin_dirs: &[PathBuf], args: &PipelineArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let manifest = Manifest::load(&args.manifest).map_err(|e| UsageError(e.to_string()))?;
-    let p = crate::pipeline::find(&manifest, &args.pipeline).ok_or_else(|| {
+    let p = manifest.pipeline(&args.pipeline).ok_or_else(|| {
         let names: Vec<&str> = manifest.resolved.iter().map(|p| p.name.as_str()).collect();
         UsageError(format!(
             "{}: no pipeline \"{}\" (pipelines: {})",

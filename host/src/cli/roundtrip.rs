@@ -152,7 +152,7 @@ fn load_model(
         );
         kwargs_for_input(Method::Encode, shape, &read_dir_config(&args.model_dir)?)
     };
-    super::run::load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)
+    super::run::load_model(registry, &args.backend, &class_name, dir, kwargs)
 }
 
 /// A compiled directory without the encoder cannot round-trip: say so before loading it.

@@ -3,6 +3,9 @@
 
 use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
 use crate::io::{self, Format};
+use crate::models::load::{open_dir, LoadSpec, Overrides};
+use crate::models::resolve::class_for_dir;
+use crate::models::Choice;
 use crate::plugins::PluginRegistry;
 use crate::progress::BarProgress;
 use anyhow::Context;
@@ -195,7 +198,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         kwargs_for_input(method, &shape, &config)
     };
 
-    let model = load_model(registry, &args.backend, &class_name, dir, compiled, kwargs)?;
+    let model = load_model(registry, &args.backend, &class_name, dir, kwargs)?;
 
     let options = match args.seed {
         Some(seed) => json!({ "seed": seed }),
@@ -228,59 +231,38 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The class to use: `--class`, else the one that recognizes `dir` as compiled, else the only
-/// one loaded.
+/// The class to use for `dir`: `--class`, else the one that recognizes `dir` as compiled, else
+/// the only one loaded.
 pub fn choose_class(
     registry: &PluginRegistry,
     backend: &BackendArgs,
     dir: &str,
 ) -> anyhow::Result<String> {
-    if let Some(name) = &backend.class {
-        return Ok(registry.select_model_class(Some(name))?);
-    }
-    let recognizing: Vec<&String> = registry
-        .model_classes
-        .iter()
-        .filter(|(_, p)| p.item.is_compiled_dir(dir.into()))
-        .map(|(name, _)| name)
-        .collect();
-    match recognizing[..] {
-        [one] => Ok(one.clone()),
-        _ => Ok(registry.select_model_class(None)?),
-    }
+    class_for_dir(registry, backend.class.as_deref(), dir)
 }
 
-/// `from_pretrained(export=auto)` of `dir` as `class_name` with `kwargs` as rbln_* overrides,
-/// showing progress; `compiled` only shapes the error context.
+/// `from_pretrained(export=auto)` of `dir` as `class_name` with `kwargs` as the command line's
+/// overrides, showing progress on stderr.
 pub fn load_model(
     registry: &PluginRegistry,
     backend: &BackendArgs,
     class_name: &str,
     dir: &str,
-    compiled: bool,
     kwargs: Map<String, Value>,
 ) -> anyhow::Result<ModelBox> {
-    let class = registry.model_class(class_name)?;
-    let compiler = registry.select_compiler(backend.compiler.as_deref())?;
-    let device = registry.select_device(backend.device.as_deref())?;
-    let progress = BarProgress::stderr();
-    let model = plugin(class.from_pretrained(
-        dir.into(),
-        Export::Auto,
-        "{}".into(),
-        Value::Object(kwargs).to_string().as_str().into(),
-        registry.backend(&compiler, &device)?,
-        &progress.to_box(),
-    ))
-    .with_context(|| {
-        if compiled {
-            format!("loading compiled {class_name} from {dir}")
-        } else {
-            format!("compiling {dir} as {class_name}")
-        }
-    })?;
-    progress.finish();
-    Ok(model)
+    let spec = LoadSpec {
+        dir: Path::new(dir),
+        export: Export::Auto,
+        choice: Choice {
+            class: Some(class_name.to_string()),
+            ..backend.choice()
+        },
+        overrides: Overrides {
+            rbln_config: Map::new(),
+            kwargs,
+        },
+    };
+    Ok(open_dir(registry, &spec, &BarProgress::stderr())?.1)
 }
 
 /// The decoded image among the outputs: `sample`, or the only output.

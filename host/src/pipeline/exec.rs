@@ -15,7 +15,16 @@ pub trait Models: Sync {
         model: &str,
         method: &str,
         inputs: Vec<NamedTensor>,
-    ) -> anyhow::Result<Vec<NamedTensor>>;
+    ) -> Result<Vec<NamedTensor>, CallError>;
+}
+
+/// A model call that failed.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// Whether the caller's data is at fault.
+    pub user: bool,
+    /// What went wrong (with its causes).
+    pub message: String,
 }
 
 /// A pipeline run error.
@@ -141,10 +150,9 @@ fn run_step(
                     None => return Err(fail(format!("tensor \"{t}\" is not ready"), false)),
                 }
             }
-            let outs = models.call(model, method, args).map_err(|e| {
-                let user = crate::cli::exit_code(&e) == 2;
-                fail(format!("{e:#}"), user)
-            })?;
+            let outs = models
+                .call(model, method, args)
+                .map_err(|e| fail(e.message, e.user))?;
             let mut written = Vec::new();
             for (port, t) in &step.outputs {
                 let found: Option<Tensor> = outs

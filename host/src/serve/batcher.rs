@@ -9,25 +9,13 @@
 
 use super::error::ServeError;
 use super::metrics::ModelMetrics;
-use plugin_api::{ModelBox, NamedTensor, Tensor};
+use crate::models::{run_batch, MethodSig};
+use plugin_api::ModelBox;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// What a served method computes: one input, fixed outputs, a compiled batch.
-#[derive(Debug, Clone)]
-pub struct MethodSig {
-    /// The plugin method, e.g. `decode`.
-    pub method: String,
-    /// The input name and its shape without the batch dimension.
-    pub input: (String, Vec<usize>),
-    /// Output names and shapes without the batch dimension.
-    pub outputs: Vec<(String, Vec<usize>)>,
-    /// The compiled batch size.
-    pub batch: usize,
-}
 
 /// Queueing options.
 #[derive(Debug, Clone, Copy)]
@@ -268,9 +256,7 @@ impl Shared {
 
     fn execute(&self, slices: Vec<(Arc<Job>, usize, usize)>) {
         let sig = &self.sig;
-        let row: usize = sig.input.1.iter().product();
-        let mut shape = vec![sig.batch];
-        shape.extend(&sig.input.1);
+        let row = sig.input_row();
         let mut data = vec![0.0f32; sig.batch * row];
         let mut at = 0;
         for (job, start, k) in &slices {
@@ -280,9 +266,7 @@ impl Shared {
         }
         let items = at;
         let started = Instant::now();
-        let result = Tensor::new(shape, data)
-            .map_err(|e| ServeError::Internal(e.to_string()))
-            .and_then(|t| self.run(t));
+        let result = run_batch(&self.model, sig, data).map_err(ServeError::from);
         self.metrics
             .executed(items, started.elapsed().as_micros() as u64);
         let mut offset = 0;
@@ -322,37 +306,5 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// One call of the plugin on a full batch; outputs in signature order.
-    fn run(&self, input: Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
-        let sig = &self.sig;
-        let inputs = vec![NamedTensor::new(sig.input.0.clone(), input)];
-        let outs = self
-            .model
-            .call(sig.method.as_str().into(), inputs.into(), "{}".into())
-            .into_result()
-            .map_err(|e| ServeError::Internal(format!("{}: {e}", sig.method)))?
-            .into_vec();
-        sig.outputs
-            .iter()
-            .map(|(name, dims)| {
-                let t = outs
-                    .iter()
-                    .find(|t| t.name.as_str() == name)
-                    .ok_or_else(|| {
-                        ServeError::Internal(format!("{} returned no `{name}`", sig.method))
-                    })?;
-                let want: usize = sig.batch * dims.iter().product::<usize>();
-                if t.tensor.data().len() != want {
-                    return Err(ServeError::Internal(format!(
-                        "{} returned `{name}` of shape {:?}",
-                        sig.method,
-                        t.tensor.shape()
-                    )));
-                }
-                Ok(t.tensor.data().to_vec())
-            })
-            .collect()
     }
 }

@@ -1,5 +1,8 @@
-//! The one place where serving errors become HTTP statuses and `{"error": "..."}` bodies.
+//! The one place where serving errors become HTTP statuses and `{"error": "..."}` bodies. Errors
+//! of the layers below arrive with their [`ErrorKind`] ([`ServeError::from_kind`]).
 
+use crate::error::{ErrorKind, KindError};
+use crate::oip::CodecError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -28,6 +31,16 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// The serving error for a failure of `kind`: the caller's fault is 400 / 404, anything
+    /// else 500 (its message logged, never sent).
+    pub fn from_kind(kind: ErrorKind, message: String) -> ServeError {
+        match kind {
+            ErrorKind::Invalid => ServeError::InvalidInput(message),
+            ErrorKind::NotFound => ServeError::NotFound(message),
+            ErrorKind::Unsupported | ErrorKind::Internal => ServeError::Internal(message),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -57,6 +70,18 @@ impl ServeError {
             ServeError::Internal(_) => "internal error while running the model".to_string(),
             other => other.to_string(),
         }
+    }
+}
+
+impl From<CodecError> for ServeError {
+    fn from(e: CodecError) -> Self {
+        ServeError::InvalidInput(e.0)
+    }
+}
+
+impl From<KindError> for ServeError {
+    fn from(e: KindError) -> Self {
+        ServeError::from_kind(e.kind, e.message)
     }
 }
 

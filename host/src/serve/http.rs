@@ -1,10 +1,12 @@
 //! The Open Inference Protocol v2 REST routes, plus `/metrics`.
 
-use super::batcher::{Batcher, MethodSig};
+use super::batcher::Batcher;
 use super::error::ServeError;
+use super::method;
 use super::metrics::{self, ModelMetrics};
 use super::pipeline::ServedPipeline;
-use super::protocol::{self, HEADER_LENGTH};
+use crate::models::MethodSig;
+use crate::oip::{self, Encoded, Limits, HEADER_LENGTH};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -30,6 +32,8 @@ pub struct Served {
     pub metrics: Arc<ModelMetrics>,
     /// The default queue timeout when a request sets none.
     pub default_timeout_us: Option<u64>,
+    /// What one request may carry.
+    pub limits: Limits,
 }
 
 /// State shared by the handlers.
@@ -189,19 +193,9 @@ async fn infer(
 }
 
 fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ServeError> {
-    match headers.get(HEADER_LENGTH) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ServeError::InvalidInput(
-                    "Inference-Header-Content-Length must be a byte count".into(),
-                )
-            }),
-    }
+    Ok(oip::header_length(
+        headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes),
+    )?)
 }
 
 async fn infer_pipeline(
@@ -209,24 +203,25 @@ async fn infer_pipeline(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ServeError> {
-    let (json, binary) = p.infer(body, header_length(headers)?).await?;
-    Ok(reply(json, binary))
+    Ok(reply(p.infer(body, header_length(headers)?).await?))
 }
 
-fn reply(json: Vec<u8>, binary: Vec<u8>) -> Response {
-    if binary.is_empty() {
+/// The HTTP reply of an encoded response: JSON alone, or the JSON header and the binary part
+/// with the header's length in `Inference-Header-Content-Length`.
+fn reply(encoded: Encoded) -> Response {
+    if encoded.binary.is_empty() {
         return (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            json,
+            encoded.json,
         )
             .into_response();
     }
-    let json_len = json.len();
-    let mut bytes = json;
-    bytes.extend_from_slice(&binary);
+    let json_len = encoded.json.len();
+    let mut bytes = encoded.json;
+    bytes.extend_from_slice(&encoded.binary);
     let mut response = bytes.into_response();
     let h = response.headers_mut();
     h.insert(
@@ -243,29 +238,17 @@ async fn run_infer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ServeError> {
-    let header_len = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ServeError::InvalidInput(
-                        "Inference-Header-Content-Length must be a byte count".into(),
-                    )
-                })?,
-        ),
-    };
     let sig = served.batcher.sig();
-    let mut req = protocol::parse(name, sig, body, header_len)?;
+    let mut req = method::parse(name, sig, body, header_length(headers)?, &served.limits)?;
     let timeout_us = req
         .timeout_us
         .or(served.default_timeout_us)
         .filter(|&t| t > 0);
-    let deadline = timeout_us.map(|t| Instant::now() + Duration::from_micros(t));
+    // A timeout too far away to represent is no deadline.
+    let deadline = timeout_us.and_then(|t| Instant::now().checked_add(Duration::from_micros(t)));
     let data = std::mem::take(&mut req.data);
     let mut ticket = served.batcher.submit(data, req.items, deadline)?;
-    let reply = match deadline {
+    let reply_rx = match deadline {
         None => (&mut ticket.reply).await,
         Some(d) => match tokio::time::timeout_at(d.into(), &mut ticket.reply).await {
             Ok(r) => r,
@@ -275,28 +258,7 @@ async fn run_infer(
             Err(_) => (&mut ticket.reply).await,
         },
     };
-    let outputs = reply
+    let outputs = reply_rx
         .map_err(|_| ServeError::Internal(format!("{name}: the worker ended without a reply")))??;
-    let encoded = protocol::encode(name, sig, &req, &outputs);
-    let json_len = encoded.json.len();
-    if encoded.binary.is_empty() {
-        return Ok((
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            encoded.json,
-        )
-            .into_response());
-    }
-    let mut bytes = encoded.json;
-    bytes.extend_from_slice(&encoded.binary);
-    let mut response = bytes.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    Ok(response)
+    Ok(reply(method::encode(name, sig, &req, &outputs)))
 }

@@ -9,18 +9,19 @@
 pub mod batcher;
 pub mod error;
 pub mod http;
-pub mod load;
+pub mod method;
 pub mod metrics;
 pub mod pipeline;
-pub mod protocol;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::manifest::Manifest;
+use crate::models::resolve::manifest_plugins;
+use crate::models::served::{load_manifest_model, load_repository_model, LoadedModel};
+use crate::oip::Limits;
 use crate::plugins::{plugin_search_path, PluginRegistry};
 use anyhow::{anyhow, Context};
 use batcher::{Batcher, QueueConfig};
 use http::{App, Served};
-use load::LoadedModel;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,7 +56,7 @@ pub fn run(plugin_dirs: &[PathBuf], opts: &ServeOptions) -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     let registry = match &manifest {
-        Some(m) => PluginRegistry::load(&load::manifest_plugins(m, &search)?)?,
+        Some(m) => PluginRegistry::load(&manifest_plugins(m, &search)?)?,
         None => PluginRegistry::load(&search)?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,6 +120,10 @@ async fn serve(
         };
         for sig in &m.methods {
             let name = format!("{}.{}", m.name, sig.method);
+            let limits = Limits {
+                max_rows: sig.batch.saturating_mul(cfg.max_queue_size),
+                rows_reason: "the compiled batch_size x serving.max_queue_size",
+            };
             let metrics = Arc::new(metrics::ModelMetrics::default());
             let batcher = Batcher::start(&name, m.model.clone(), sig.clone(), cfg, metrics.clone())
                 .with_context(|| format!("starting the workers of {name}"))?;
@@ -129,6 +134,7 @@ async fn serve(
                     batcher,
                     metrics,
                     default_timeout_us: m.serving.timeout_us,
+                    limits,
                 },
             );
         }
@@ -175,7 +181,7 @@ fn load_all(
                 entry.name,
                 entry.model_id.display()
             );
-            models.push(load::load_manifest_model(registry, m, entry)?);
+            models.push(load_manifest_model(registry, m, entry)?);
         }
     }
     if let Some(dir) = repository {
@@ -191,7 +197,7 @@ fn load_all(
             .collect();
         dirs.sort();
         for d in dirs {
-            match load::load_repository_model(registry, &d) {
+            match load_repository_model(registry, &d) {
                 Ok(m) => {
                     eprintln!("mlhost serve: loaded {} from {}", m.name, d.display());
                     models.push(m);
@@ -205,20 +211,16 @@ fn load_all(
     }
     let mut pipelines = BTreeMap::new();
     if let Some(m) = &manifest {
+        let loaded: BTreeMap<String, _> = models
+            .iter()
+            .map(|l| (l.name.clone(), l.model.clone()))
+            .collect();
         for p in &m.resolved {
-            let mut used = BTreeMap::new();
-            for name in crate::cli::pipeline::models_of(p) {
-                let loaded = models
-                    .iter()
-                    .find(|l| l.name == name)
-                    .ok_or_else(|| anyhow!("pipeline {}: model {name} is not loaded", p.name))?;
-                used.insert(name, loaded.model.clone());
-            }
             pipelines.insert(
                 p.name.clone(),
                 pipeline::ServedPipeline {
                     pipeline: Arc::new(p.clone()),
-                    models: Arc::new(crate::cli::pipeline::ManifestModels(used)),
+                    models: Arc::new(crate::models::pipeline::select(p, &loaded)?),
                 },
             );
         }

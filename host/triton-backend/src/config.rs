@@ -3,7 +3,7 @@
 //! checks of a configuration against it. Triton hands the configuration over as JSON (protobuf
 //! JSON: int64 values may arrive as strings).
 
-use mlhost::serve::batcher::MethodSig;
+use mlhost::models::MethodSig;
 use serde_json::{json, Map, Value};
 
 /// A configuration error; the message names the field and what was wrong.

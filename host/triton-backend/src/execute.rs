@@ -108,10 +108,12 @@ fn execute(instance: *mut TRITONBACKEND_ModelInstance, inst: &InstanceState, slo
         let compute_end = now_ns();
         let group_items: Vec<usize> = members.iter().map(|(_, p)| p.items).collect();
         match result {
-            Err(msg) => {
+            Err(e) => {
                 for (i, _) in members {
-                    let f =
-                        Failure::internal(format!("rbln backend: model \"{}\": {msg}", model.name));
+                    let f = Failure::from_kind(
+                        e.kind,
+                        format!("rbln backend: model \"{}\": {}", model.name, e.message),
+                    );
                     answer_error(instance, &mut slots[*i], f);
                 }
             }

@@ -195,7 +195,7 @@ fn initialize_model(model: *mut TRITONBACKEND_Model, name: &str, version: u64) -
         ),
     );
     let loaded = model::load(&backend_state.registry, &dir, &params)
-        .map_err(|e| Failure::invalid(format!("{e:#}")))?;
+        .map_err(|e| Failure::from_anyhow(&e))?;
 
     let mut auto = false;
     // SAFETY: out-pointer to a local.

@@ -30,6 +30,7 @@ opaque!(
 // C enums are `int`-sized.
 pub type TRITONSERVER_Error_Code = u32;
 pub const TRITONSERVER_ERROR_INTERNAL: u32 = 1;
+pub const TRITONSERVER_ERROR_NOT_FOUND: u32 = 2;
 pub const TRITONSERVER_ERROR_INVALID_ARG: u32 = 3;
 pub const TRITONSERVER_ERROR_UNSUPPORTED: u32 = 5;
 

@@ -1,6 +1,7 @@
 //! Small safe helpers over the Triton C API: errors, log lines, JSON messages, clocks.
 
 use crate::sys::*;
+use mlhost::error::{kind_of, ErrorKind};
 use serde_json::Value;
 use std::ffi::{c_char, CStr, CString};
 
@@ -12,6 +13,23 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The one mapping of mlhost's error kinds to Triton's error codes.
+    pub fn from_kind(kind: ErrorKind, msg: impl Into<String>) -> Failure {
+        let code = match kind {
+            ErrorKind::Invalid => TRITONSERVER_ERROR_INVALID_ARG,
+            ErrorKind::NotFound => TRITONSERVER_ERROR_NOT_FOUND,
+            ErrorKind::Unsupported => TRITONSERVER_ERROR_UNSUPPORTED,
+            ErrorKind::Internal => TRITONSERVER_ERROR_INTERNAL,
+        };
+        Failure {
+            code,
+            msg: msg.into(),
+        }
+    }
+    /// The failure of an mlhost error, by its kind.
+    pub fn from_anyhow(e: &anyhow::Error) -> Failure {
+        Failure::from_kind(kind_of(e), format!("{e:#}"))
+    }
     pub fn invalid(msg: impl Into<String>) -> Failure {
         Failure {
             code: TRITONSERVER_ERROR_INVALID_ARG,

@@ -19,6 +19,8 @@
 //!
 //! Unknown fields are errors. Every error names the file, the line and column, and the field.
 
+mod pipelines;
+
 use plugin_api::Export;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -194,6 +196,11 @@ impl Default for ServingOptions {
 }
 
 impl Manifest {
+    /// A resolved pipeline by name.
+    pub fn pipeline(&self, name: &str) -> Option<&crate::pipeline::graph::Pipeline> {
+        self.resolved.iter().find(|p| p.name == name)
+    }
+
     /// Reads, parses and checks a manifest file.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(file).map_err(|e| ManifestError {
@@ -226,7 +233,7 @@ impl Manifest {
         for model in &mut m.models {
             model.model_id = base.join(&model.model_id);
         }
-        crate::pipeline::resolve(&mut m, text)?;
+        pipelines::resolve(&mut m, text)?;
         Ok(m)
     }
 

@@ -1,6 +1,6 @@
-use super::exec::{self, Models};
-use super::ops::Data;
 use crate::manifest::{Manifest, ManifestError};
+use crate::pipeline::exec::{self, Models};
+use crate::pipeline::ops::{self, Data};
 use plugin_api::{NamedTensor, Tensor};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -304,7 +304,7 @@ impl Models for FakeModels {
         model: &str,
         method: &str,
         inputs: Vec<NamedTensor>,
-    ) -> anyhow::Result<Vec<NamedTensor>> {
+    ) -> Result<Vec<NamedTensor>, exec::CallError> {
         self.0.lock().unwrap().push(format!("{model}.{method}"));
         let x = &inputs[0].tensor;
         Ok(match method {
@@ -326,12 +326,11 @@ fn the_executor_runs_the_inpaint_graph_and_checks_inputs() {
     );
     let m = m.unwrap();
     let p = &m.resolved[0];
-    let image = super::ops::encode_png(
+    let image = ops::encode_png(
         &Tensor::new(vec![1, 3, 1, 2], vec![255.0, 0.0, 255.0, 0.0, 255.0, 0.0]).unwrap(),
     )
     .unwrap();
-    let mask =
-        super::ops::encode_png(&Tensor::new(vec![1, 1, 1, 2], vec![0.0, 255.0]).unwrap()).unwrap();
+    let mask = ops::encode_png(&Tensor::new(vec![1, 1, 1, 2], vec![0.0, 255.0]).unwrap()).unwrap();
     let models = FakeModels(Mutex::new(Vec::new()));
     let mut inputs = BTreeMap::new();
     inputs.insert("image".to_string(), Data::Bytes(image.into()));
@@ -347,10 +346,7 @@ fn the_executor_runs_the_inpaint_graph_and_checks_inputs() {
     let Data::Bytes(png) = &out["reconstruction"] else {
         panic!("bytes")
     };
-    assert_eq!(
-        super::ops::decode_image(png, 3).unwrap().shape(),
-        vec![1, 3, 1, 2]
-    );
+    assert_eq!(ops::decode_image(png, 3).unwrap().shape(), vec![1, 3, 1, 2]);
     let mut calls = models.0.into_inner().unwrap();
     calls.sort();
     assert_eq!(calls, ["vae.decode", "vae.encode", "vae.encode"]);
@@ -398,7 +394,7 @@ fn steps_may_call_a_second_declared_model() {
     );
     assert_eq!(
         m.resolved[0].steps[0].action,
-        super::graph::Action::Model {
+        crate::pipeline::graph::Action::Model {
             model: "b".into(),
             method: "decode".into()
         }

@@ -1,0 +1,376 @@
+//! Resolving a manifest's `pipelines`: the derived rbln_config of each model a pipeline uses
+//! and each pipeline's step graph, with errors pointing at the manifest's line and column.
+
+use super::{Manifest, ManifestError};
+use crate::pipeline::derive::{self, DeriveError, VaeFacts};
+use crate::pipeline::graph::{self, GraphError, ModelFacts, ScalingFields};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Finds where things are in the manifest text, scoped to a pipeline and a step.
+struct Locator<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Locator {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The first line at or after `from` holding `key: value` (any value if empty), as
+    /// (0-based line, 1-based column of the value, or of the key when the value is empty).
+    fn find(&self, from: usize, key: &str, value: &str) -> Option<(usize, usize)> {
+        for (n, line) in self.lines.iter().enumerate().skip(from) {
+            let mut start = 0;
+            while let Some(pos) = line[start..].find(key) {
+                let at = start + pos;
+                start = at + key.len();
+                let before_ok = at == 0
+                    || !line[..at]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+                let rest = &line[at + key.len()..];
+                let rest = rest.trim_start_matches(['"', '\'']);
+                let Some(after) = rest.strip_prefix(':') else {
+                    continue;
+                };
+                if !before_ok {
+                    continue;
+                }
+                if value.is_empty() {
+                    return Some((n, at + 1));
+                }
+                let v = after.trim_start().trim_start_matches(['"', '\'']);
+                if v.starts_with(value)
+                    && !v[value.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                {
+                    return Some((n, line.len() - v.len() + 1));
+                }
+            }
+        }
+        None
+    }
+
+    /// The line of pipeline `i`'s `name: <name>`.
+    fn pipeline(&self, name: &str) -> usize {
+        let section = self.find(0, "pipelines", "").map_or(0, |(l, _)| l);
+        self.find(section, "name", name).map_or(section, |(l, _)| l)
+    }
+}
+
+fn at(
+    manifest: &Manifest,
+    loc: &Locator,
+    anchor: usize,
+    key: &str,
+    value: &str,
+    message: String,
+) -> ManifestError {
+    let (line, column) = loc
+        .find(anchor, key, value)
+        .or_else(|| loc.find(anchor, key, ""))
+        .map_or((anchor + 1, 1), |(l, c)| (l + 1, c));
+    ManifestError {
+        file: manifest.file.clone(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// The fields of a VAE's config.json that pipelines use.
+#[derive(Debug, Clone)]
+struct VaeJson {
+    facts: VaeFacts,
+    in_channels: usize,
+    scaling: ScalingFields,
+}
+
+fn read_vae_json(dir: &Path) -> Result<VaeJson, String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let num = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let floats = |k: &str| -> Result<Option<Vec<f64>>, String> {
+        match num(k) {
+            None => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_f64())
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+                .ok_or_else(|| format!("{}: {k} must be a list of numbers", path.display())),
+            Some(x) => Err(format!(
+                "{}: {k} must be a list of numbers, got {x}",
+                path.display()
+            )),
+        }
+    };
+    let f = |k: &str| -> Result<Option<f64>, String> {
+        match num(k) {
+            None => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("{}: {k} must be a number, got {x}", path.display())),
+        }
+    };
+    let blocks = v
+        .get("block_out_channels")
+        .and_then(Value::as_array)
+        .map_or(4, |b| b.len().clamp(1, 16));
+    let scaling_factor = f("scaling_factor")?.unwrap_or(0.18215);
+    if scaling_factor == 0.0 || !scaling_factor.is_finite() {
+        return Err(format!(
+            "{}: scaling_factor must be finite and non-zero, got {scaling_factor}",
+            path.display()
+        ));
+    }
+    Ok(VaeJson {
+        facts: VaeFacts {
+            vae_scale_factor: 1 << (blocks - 1),
+            force_upcast: num("force_upcast").and_then(Value::as_bool).unwrap_or(true),
+        },
+        in_channels: num("in_channels").and_then(Value::as_u64).unwrap_or(3) as usize,
+        scaling: ScalingFields {
+            scaling_factor,
+            shift_factor: f("shift_factor")?,
+            latents_mean: floats("latents_mean")?,
+            latents_std: floats("latents_std")?,
+        },
+    })
+}
+
+/// Resolves `manifest.pipelines`: derives the rbln_config of each model a pipeline uses (written
+/// back into its `rbln_config`) and builds each step graph into `manifest.resolved`.
+pub(super) fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), ManifestError> {
+    if manifest.pipelines.is_empty() {
+        return Ok(());
+    }
+    let loc = Locator::new(text);
+    let mut vae_json = BTreeMap::new();
+    for m in &manifest.models {
+        let used = manifest.pipelines.iter().any(|p| {
+            p.model.as_deref() == Some(&m.name)
+                || (p.model.is_none() && manifest.models.len() == 1)
+                || p.steps.iter().flatten().any(|s| {
+                    s.model.as_deref() == Some(&m.name)
+                        || s.params.get("model").and_then(Value::as_str) == Some(&m.name)
+                })
+        });
+        if !used {
+            continue;
+        }
+        let json = read_vae_json(&m.model_id).map_err(|e| {
+            let line = loc.find(0, "name", &m.name).map_or(0, |(l, _)| l);
+            at(
+                manifest,
+                &loc,
+                line,
+                "model_id",
+                "",
+                format!("models[\"{}\"].model_id: {e}", m.name),
+            )
+        })?;
+        vae_json.insert(m.name.clone(), json);
+    }
+
+    // Derive every model's rbln_config; pipelines sharing a model must agree.
+    let mut derived: BTreeMap<String, (String, Map<String, Value>)> = BTreeMap::new();
+    let mut seen = BTreeMap::new();
+    for (i, p) in manifest.pipelines.iter().enumerate() {
+        let anchor = loc.pipeline(&p.name);
+        let perr = |key: &str, value: &str, message: String| {
+            at(
+                manifest,
+                &loc,
+                anchor,
+                key,
+                value,
+                format!("pipelines[{i}] \"{}\": {message}", p.name),
+            )
+        };
+        let bad_char = p
+            .name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+        if p.name.is_empty() || bad_char.is_some() {
+            return Err(perr(
+                "name",
+                &p.name,
+                "not a valid pipeline name (use letters, digits, '-' and '_')".into(),
+            ));
+        }
+        if let Some(other) = seen.insert(p.name.clone(), i) {
+            return Err(perr(
+                "name",
+                &p.name,
+                format!("pipeline name is also used by pipelines[{other}]"),
+            ));
+        }
+        if manifest.models.iter().any(|m| m.name == p.name) {
+            return Err(perr(
+                "name",
+                &p.name,
+                "a model has the same name; OIP model names must be unique".into(),
+            ));
+        }
+        let model = match &p.model {
+            Some(m) if manifest.models.iter().any(|e| &e.name == m) => m.clone(),
+            Some(m) => {
+                let known: Vec<&str> = manifest.models.iter().map(|e| e.name.as_str()).collect();
+                return Err(perr(
+                    "model",
+                    m,
+                    format!(
+                        "model \"{m}\" is not declared in models (declared: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            None if manifest.models.len() == 1 => manifest.models[0].name.clone(),
+            None => {
+                return Err(perr(
+                    "name",
+                    &p.name,
+                    "`model` is required when the manifest declares more than one model".into(),
+                ))
+            }
+        };
+        let Some(kind) = p.kind else {
+            if p.steps.is_none() {
+                return Err(perr(
+                    "name",
+                    &p.name,
+                    "a pipeline without `kind` needs `steps`".into(),
+                ));
+            }
+            if !p.vae.is_empty()
+                || p.height.is_some()
+                || p.width.is_some()
+                || p.image_size.is_some()
+                || p.batch_size.is_some()
+            {
+                return Err(perr("name", &p.name, "height, width, image_size, batch_size and vae derive the VAE's config from `kind`; set `kind` or put the values in the model's rbln_config".into()));
+            }
+            continue;
+        };
+        let entry = manifest
+            .models
+            .iter()
+            .find(|e| e.name == model)
+            .expect("checked above");
+        let facts = &vae_json[&model].facts;
+        let config = derive::vae_rbln_config(p, kind, &model, &entry.rbln_config, facts)
+            .map_err(|DeriveError { key, message }| perr(&key, "", message))?;
+        if let Some((other, prev)) = derived.get_mut(&model) {
+            let mut merged = prev.clone();
+            for (k, v) in &config {
+                match merged.get(k) {
+                    Some(old) if k == "uses_encoder" => {
+                        let any = old.as_bool().unwrap_or(false) || v.as_bool().unwrap_or(false);
+                        merged.insert(k.clone(), Value::Bool(any));
+                    }
+                    Some(old) if old != v => {
+                        return Err(perr("name", &p.name, format!("model \"{model}\" needs {k} {v} here but {old} for pipeline \"{other}\"; use a model entry per pipeline")));
+                    }
+                    _ => {
+                        merged.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            *prev = merged;
+        } else {
+            derived.insert(model.clone(), (p.name.clone(), config));
+        }
+    }
+    for m in &mut manifest.models {
+        if let Some((_, config)) = derived.remove(&m.name) {
+            m.rbln_config = config;
+        }
+    }
+
+    let facts: BTreeMap<String, ModelFacts> = manifest
+        .models
+        .iter()
+        .filter_map(|m| {
+            let json = vae_json.get(&m.name)?;
+            Some((
+                m.name.clone(),
+                ModelFacts {
+                    uses_encoder: m.rbln_config.get("uses_encoder") == Some(&Value::Bool(true)),
+                    in_channels: json.in_channels,
+                    scaling: json.scaling.clone(),
+                },
+            ))
+        })
+        .collect();
+    let mut resolved = Vec::new();
+    for (i, p) in manifest.pipelines.iter().enumerate() {
+        let anchor = loc.pipeline(&p.name);
+        let model = p
+            .model
+            .clone()
+            .unwrap_or_else(|| manifest.models[0].name.clone());
+        let (mut inputs, mut outputs, mut steps) = match p.kind {
+            Some(kind) => derive::default_graph(kind, &model),
+            None => Default::default(),
+        };
+        let custom = p.steps.is_some();
+        if let Some(s) = &p.steps {
+            steps = s.clone();
+        }
+        if let Some(x) = &p.inputs {
+            inputs = x.clone();
+        }
+        if let Some(x) = &p.outputs {
+            outputs = x.clone();
+        }
+        let pipeline = graph::build(
+            &p.name,
+            p.kind,
+            Some(&model),
+            inputs,
+            outputs,
+            &steps,
+            &facts,
+        )
+        .map_err(
+            |GraphError {
+                 step,
+                 at: key,
+                 message,
+             }| {
+                let message = format!("pipelines[{i}] \"{}\": {message}", p.name);
+                if !custom && step.is_some() {
+                    // A default step failed (e.g. the model lacks shift_factor): point at the kind.
+                    return at(manifest, &loc, anchor, "kind", "", message);
+                }
+                let anchor = match &step {
+                    Some(s) => loc.find(anchor, "name", s).map_or(anchor, |(l, _)| l),
+                    None => anchor,
+                };
+                match key {
+                    Some((k, v)) => at(manifest, &loc, anchor, &k, &v, message),
+                    None => at(manifest, &loc, anchor, "name", "", message),
+                }
+            },
+        )?;
+        resolved.push(pipeline);
+    }
+    manifest.resolved = resolved;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "pipelines_tests.rs"]
+mod tests;
