@@ -94,6 +94,42 @@ fn main() {
         "tiny.json",
         &payload[8..8 + plan_len],
     );
+    let z: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+    let json_dir = root.join("oip_json");
+    let flat = serde_json::json!({"id": "a", "parameters": {"timeout": 1000000},
+        "inputs": [{"name": "z", "shape": [1, 4, 8, 8], "datatype": "FP32", "data": z}],
+        "outputs": [{"name": "sample", "parameters": {"binary_data": false}}]});
+    write(&json_dir, "flat.json", flat.to_string().as_bytes());
+    let nested: Vec<Vec<Vec<f32>>> = z
+        .chunks(64)
+        .map(|c| c.chunks(8).map(<[f32]>::to_vec).collect())
+        .collect();
+    let nested = serde_json::json!({"inputs": [{"name": "z", "shape": [1, 4, 8, 8],
+        "datatype": "FP32", "data": [nested]}]});
+    write(&json_dir, "nested.json", nested.to_string().as_bytes());
+    let bytes_input = serde_json::json!({"inputs": [{"name": "image", "shape": [1],
+        "datatype": "BYTES", "data": ["aGVsbG8="]}]});
+    write(&json_dir, "bytes.json", bytes_input.to_string().as_bytes());
+
+    let bin_dir = root.join("oip_binary");
+    let header = serde_json::json!({"inputs": [{"name": "z", "shape": [1, 4, 8, 8],
+        "datatype": "FP32", "parameters": {"binary_data_size": 1024}}],
+        "parameters": {"binary_data_output": true}})
+    .to_string();
+    let mut body = (header.len() as u16).to_le_bytes().to_vec();
+    body.extend_from_slice(header.as_bytes());
+    body.extend(z.iter().flat_map(|v| v.to_le_bytes()));
+    write(&bin_dir, "fp32.bin", &body);
+    let png = b"\x89PNG\r\n\x1a\n";
+    let header = serde_json::json!({"inputs": [{"name": "image", "shape": [1],
+        "datatype": "BYTES", "parameters": {"binary_data_size": 4 + png.len()}}]})
+    .to_string();
+    let mut body = (header.len() as u16).to_le_bytes().to_vec();
+    body.extend_from_slice(header.as_bytes());
+    body.extend_from_slice(&(png.len() as u32).to_le_bytes());
+    body.extend_from_slice(png);
+    write(&bin_dir, "bytes.bin", &body);
+
     let img = root.join("image");
     let rgb = image::RgbImage::from_fn(12, 8, |x, y| {
         image::Rgb([(x * 20) as u8, (y * 30) as u8, 128])

@@ -11,6 +11,8 @@ pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `tests/fuzz/fuzz_targets/<name>.rs` and corpus directory.
 pub const TARGETS: &[(&str, Target)] = &[
+    ("oip_json", oip_json),
+    ("oip_binary", oip_binary),
     ("manifest", manifest),
     ("config_json", config_json),
     ("rbln_config", rbln_config),
@@ -19,6 +21,52 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("artifact_plan", artifact_plan),
     ("image", image),
 ];
+
+/// The served method the OIP targets decode requests for: the sd_like decoder, batch 4.
+fn decode_sig() -> mlhost::models::MethodSig {
+    mlhost::models::MethodSig {
+        method: "decode".into(),
+        input: ("z".into(), vec![4, 8, 8]),
+        outputs: vec![("sample".into(), vec![3, 32, 32])],
+        batch: 4,
+    }
+}
+
+const LIMITS: mlhost::oip::Limits = mlhost::oip::Limits {
+    max_rows: 256,
+    rows_reason: "max_queue_size 64 x batch 4",
+};
+
+/// An OIP request decoded as a served method and as a pipeline does: every input's FP32 values
+/// and BYTES element.
+fn oip(body: &[u8], header_len: Option<usize>) {
+    let _ = mlhost::serve::method::parse("vae.decode", &decode_sig(), body, header_len, &LIMITS);
+    if let Ok(req) = mlhost::oip::decode(body, header_len) {
+        let _ = req.timeout_us();
+        for input in &req.inputs {
+            if let Ok(dims) = input.dims() {
+                let _ = input.element_count(&dims);
+                let _ = input.fp32(&dims);
+            }
+            let _ = input.check_rows(1, &LIMITS);
+            let _ = input.single_bytes();
+        }
+    }
+}
+
+/// An OIP JSON request body (no binary part).
+pub fn oip_json(data: &[u8]) {
+    oip(data, None);
+}
+
+/// An OIP request with Triton's binary extension: the first two bytes give the JSON header's
+/// length (`Inference-Header-Content-Length`, as the client sent it), the rest is the body.
+pub fn oip_binary(data: &[u8]) {
+    let Some((len, body)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    oip(body, Some(u16::from_le_bytes(*len) as usize));
+}
 
 /// A manifest YAML file (plugins, devices, models, pipelines).
 pub fn manifest(data: &[u8]) {
