@@ -20,6 +20,8 @@ pub enum ErrorKind {
     NotFound,
     /// Valid, but not supported by the loaded plugins.
     Unsupported,
+    /// Valid, but it cannot be taken now (a full queue, a server shutting down): retry later.
+    Unavailable,
     /// A failure inside the host or a plugin; not the caller's fault.
     Internal,
 }
@@ -90,6 +92,9 @@ pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
             return user_or_internal(e.is_user_error());
         }
         if let Some(e) = cause.downcast_ref::<RunError>() {
+            if e.is_unavailable() {
+                return ErrorKind::Unavailable;
+            }
             return user_or_internal(e.is_user_error());
         }
         if cause.downcast_ref::<UsageError>().is_some()

@@ -172,6 +172,65 @@ pub struct ServingOptions {
     pub max_queue_size: NonZeroUsize,
     /// Default per-request queue timeout (a request's `parameters.timeout` wins); none: wait.
     pub timeout_us: Option<u64>,
+    /// Largest request body accepted for this model's methods (413 above it).
+    #[serde(default = "default_request_bytes")]
+    pub max_request_bytes: u64,
+}
+
+/// The bounds of each serving option: (field, least, most, unit). Values outside them cannot
+/// work (a delay of 10^18 us never ends; a queue of 10^9 requests cannot be held).
+pub const SERVING_LIMITS: [(&str, u64, u64, &str); 5] = [
+    ("instances", 1, 64, "worker threads"),
+    ("max_queue_delay_us", 0, 10_000_000, "us (10 s)"),
+    ("max_queue_size", 1, 65_536, "requests"),
+    ("timeout_us", 1, 3_600_000_000, "us (1 hour)"),
+    ("max_request_bytes", 1024, 4 << 30, "bytes (4 GiB)"),
+];
+
+/// Longest model or pipeline name: it becomes a URL path segment.
+pub const MAX_NAME_LEN: usize = 128;
+
+impl ServingOptions {
+    /// Each option with its value, in [`SERVING_LIMITS`] order.
+    fn values(&self) -> [Option<u64>; 5] {
+        [
+            Some(self.instances.get() as u64),
+            Some(self.max_queue_delay_us),
+            Some(self.max_queue_size.get() as u64),
+            self.timeout_us,
+            Some(self.max_request_bytes),
+        ]
+    }
+
+    /// The first option outside its bounds, as `(field, message)`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for ((field, least, most, unit), value) in SERVING_LIMITS.iter().zip(self.values()) {
+            if let Some(v) = value.filter(|v| !(*least..=*most).contains(v)) {
+                return Err((
+                    field,
+                    format!("{field} is {v}; it must be between {least} and {most} {unit}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` can name a served model or pipeline: 1 to [`MAX_NAME_LEN`] letters, digits, `-`
+/// and `_` (it becomes `/v2/models/{name}`, and `{name}.{method}` for a model).
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "a name must have 1 to {MAX_NAME_LEN} characters, this one has {}",
+            name.len()
+        ));
+    }
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))?;
+    Some(format!(
+        "{bad:?} is not allowed (use letters, digits, '-' and '_')"
+    ))
 }
 
 fn one() -> NonZeroUsize {
@@ -183,6 +242,9 @@ fn default_delay() -> u64 {
 fn default_queue() -> NonZeroUsize {
     NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN)
 }
+fn default_request_bytes() -> u64 {
+    256 << 20
+}
 
 impl Default for ServingOptions {
     fn default() -> Self {
@@ -191,6 +253,7 @@ impl Default for ServingOptions {
             max_queue_delay_us: default_delay(),
             max_queue_size: default_queue(),
             timeout_us: None,
+            max_request_bytes: default_request_bytes(),
         }
     }
 }
@@ -294,27 +357,25 @@ impl Manifest {
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.models.iter().enumerate() {
-            let bad_char = m
-                .name
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
-            if m.name.is_empty() || bad_char.is_some() {
+            if let Some(problem) = name_problem(&m.name) {
+                let shown: String = m.name.chars().take(40).collect();
                 return Err(err(
                     "name",
                     &m.name,
-                    format!(
-                        "models[{i}].name: \"{}\" is not a valid model name (use letters, digits, \
-                         '-' and '_')",
-                        m.name
-                    ),
+                    format!("models[{i}].name: \"{shown}\" is not a valid model name: {problem}"),
                 ));
             }
             if !names.insert(m.name.as_str()) {
-                return Err(err(
-                    "name",
-                    &m.name,
-                    format!("models[{i}].name: model \"{}\" is defined twice", m.name),
-                ));
+                let (line, column) = locate_nth(text, "name", &m.name, 1);
+                return Err(ManifestError {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    message: format!("models[{i}].name: model \"{}\" is defined twice", m.name),
+                });
+            }
+            if let Err((field, message)) = m.serving.check() {
+                return Err(err(field, "", format!("models[{i}].serving.{message}")));
             }
             if let Some(dev) = &m.device {
                 if self.device(dev).is_none() {
@@ -351,6 +412,12 @@ impl Manifest {
 /// The 1-based line and column of the value of the first `key: value` line in `text` (any
 /// value when `value` is empty); (1, 1) when not found.
 fn locate(text: &str, key: &str, value: &str) -> (usize, usize) {
+    locate_nth(text, key, value, 0)
+}
+
+/// Like [`locate`], for the `skip + 1`-th such line (the first when there are fewer).
+fn locate_nth(text: &str, key: &str, value: &str, skip: usize) -> (usize, usize) {
+    let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let body = line.trim_start().trim_start_matches("- ").trim_start();
         let Some(rest) = body.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
@@ -361,10 +428,13 @@ fn locate(text: &str, key: &str, value: &str) -> (usize, usize) {
         let v = v.trim_matches(|c| c == '"' || c == '\'');
         if value.is_empty() || v == value {
             let col = line.len() - rest.trim_start().len() + 1;
-            return (n + 1, col);
+            found.push((n + 1, col));
+            if found.len() > skip {
+                break;
+            }
         }
     }
-    (1, 1)
+    found.get(skip).or(found.first()).copied().unwrap_or((1, 1))
 }
 
 #[cfg(test)]

@@ -199,15 +199,11 @@ pub(super) fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), Manifes
                 format!("pipelines[{i}] \"{}\": {message}", p.name),
             )
         };
-        let bad_char = p
-            .name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
-        if p.name.is_empty() || bad_char.is_some() {
+        if let Some(problem) = super::name_problem(&p.name) {
             return Err(perr(
                 "name",
                 &p.name,
-                "not a valid pipeline name (use letters, digits, '-' and '_')".into(),
+                format!("not a valid pipeline name: {problem}"),
             ));
         }
         if let Some(other) = seen.insert(p.name.clone(), i) {

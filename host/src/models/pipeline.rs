@@ -23,12 +23,14 @@ impl Models for ManifestModels {
     ) -> Result<Vec<NamedTensor>, CallError> {
         let m = self.0.get(model).ok_or_else(|| CallError {
             user: false,
+            unavailable: false,
             message: format!("model \"{model}\" is not loaded"),
         })?;
         plugin(m.call(method.into(), inputs.into(), "{}".into()))
             .map(|outs| outs.into_vec())
             .map_err(|e| CallError {
                 user: kind_of(&e).is_user_error(),
+                unavailable: false,
                 message: format!("{e:#}"),
             })
     }

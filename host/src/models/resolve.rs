@@ -1,9 +1,9 @@
 //! Resolution: the plugin files a manifest names, and the class / compiler / device a model
 //! uses.
 
+use crate::error::{ErrorKind, KindError};
 use crate::manifest::Manifest;
 use crate::plugins::{is_library_file_name, join_paths, PluginRegistry};
-use anyhow::anyhow;
 use std::path::PathBuf;
 
 /// Which model class, compiler and device to use; `None` picks the default.
@@ -37,11 +37,14 @@ pub fn manifest_plugins(manifest: &Manifest, search: &[PathBuf]) -> anyhow::Resu
                 .map(|d| d.join(&file))
                 .find(|f| f.is_file())
                 .ok_or_else(|| {
-                    anyhow!(
-                        "{}: plugins: no library {file} for plugin \"{p}\" in {}",
-                        manifest.file.display(),
-                        join_paths(search)
-                    )
+                    anyhow::Error::from(KindError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "{}: plugins: no library {file} for plugin \"{p}\" in {}",
+                            manifest.file.display(),
+                            join_paths(search)
+                        ),
+                    ))
                 })
         })
         .collect()

@@ -43,6 +43,12 @@ pub fn load_repository_model(registry: &PluginRegistry, dir: &Path) -> anyhow::R
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("{}: not a UTF-8 directory name", dir.display()))?
         .to_string();
+    if let Some(problem) = crate::manifest::name_problem(&name) {
+        return Err(anyhow!(
+            "{}: the directory name cannot be a served model's name: {problem}",
+            dir.display()
+        ));
+    }
     let dir_str = path_str(dir)?;
     let class = registry
         .model_classes

@@ -23,6 +23,9 @@ pub trait Models: Sync {
 pub struct CallError {
     /// Whether the caller's data is at fault.
     pub user: bool,
+    /// Whether the model could not take the call now (its queue is full, the server is shutting
+    /// down): the request may be retried.
+    pub unavailable: bool,
     /// What went wrong (with its causes).
     pub message: String,
 }
@@ -51,6 +54,8 @@ pub enum RunError {
         message: String,
         /// Whether the caller's data is at fault (a bad image, a wrong shape).
         user: bool,
+        /// Whether a model could not take the call now (retry later).
+        unavailable: bool,
     },
 }
 
@@ -61,6 +66,17 @@ impl RunError {
             RunError::Input { .. } => true,
             RunError::Step { user, .. } => *user,
         }
+    }
+
+    /// True if a model could not take a call now (a full queue, a server shutting down).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RunError::Step {
+                unavailable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -112,13 +128,15 @@ fn run_step(
     values: &BTreeMap<String, Data>,
     models: &dyn Models,
 ) -> Result<Vec<(String, Data)>, RunError> {
-    let fail = |message: String, user: bool| RunError::Step {
+    let failed = |message: String, user: bool, unavailable: bool| RunError::Step {
         pipeline: p.name.clone(),
         step: step.name.clone(),
         what: what(step),
         message,
         user,
+        unavailable,
     };
+    let fail = |message: String, user: bool| failed(message, user, false);
     match &step.action {
         Action::Op(op) => {
             let sig =
@@ -152,7 +170,7 @@ fn run_step(
             }
             let outs = models
                 .call(model, method, args)
-                .map_err(|e| fail(e.message, e.user))?;
+                .map_err(|e| failed(e.message, e.user, e.unavailable))?;
             let mut written = Vec::new();
             for (port, t) in &step.outputs {
                 let found: Option<Tensor> = outs
@@ -215,6 +233,7 @@ pub fn run(
                                 what: what(s),
                                 message: "the step panicked".into(),
                                 user: false,
+                                unavailable: false,
                             })
                         })
                     })

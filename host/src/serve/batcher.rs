@@ -6,13 +6,21 @@
 //! A request larger than the batch is taken in slices over several executions, and its reply
 //! is sent once every slice is done. A partial batch is padded with zeros; only the real items'
 //! rows are copied into replies.
+//!
+//! A panic while a batch runs fails that batch's requests (500, the detail in the log) and the
+//! worker goes on with the next batch. A worker that ends for any other reason is counted: with
+//! none left, every queued request fails, new ones are refused with 503 and the method reports
+//! not ready ([`Batcher::healthy`]), so nothing waits on a queue no one drains.
 
 use super::error::ServeError;
 use super::metrics::ModelMetrics;
 use crate::models::{run_batch, MethodSig};
 use plugin_api::ModelBox;
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -56,6 +64,10 @@ struct Queue {
 }
 
 struct Shared {
+    /// The served name (`model.method`), in logs and errors.
+    name: String,
+    /// Workers still running.
+    alive: AtomicUsize,
     sig: MethodSig,
     cfg: QueueConfig,
     model: Arc<ModelBox>,
@@ -71,7 +83,8 @@ pub struct Ticket {
     pub reply: oneshot::Receiver<Reply>,
 }
 
-/// The queue and workers of one served method.
+/// The queue and workers of one served method (cheap to clone: the clones share them).
+#[derive(Clone)]
 pub struct Batcher {
     shared: Arc<Shared>,
 }
@@ -86,6 +99,8 @@ impl Batcher {
         metrics: Arc<ModelMetrics>,
     ) -> std::io::Result<Batcher> {
         let shared = Arc::new(Shared {
+            name: name.to_string(),
+            alive: AtomicUsize::new(0),
             sig,
             cfg,
             model,
@@ -98,9 +113,21 @@ impl Batcher {
         });
         for i in 0..cfg.instances.max(1) {
             let s = shared.clone();
-            std::thread::Builder::new()
+            s.alive.fetch_add(1, SeqCst);
+            let spawned = std::thread::Builder::new()
                 .name(format!("{name}#{i}"))
-                .spawn(move || s.work())?;
+                .spawn(move || {
+                    Worker {
+                        shared: &s,
+                        current: RefCell::new(Vec::new()),
+                    }
+                    .work()
+                });
+            if let Err(e) = spawned {
+                shared.alive.fetch_sub(1, SeqCst);
+                shared.close();
+                return Err(e);
+            }
         }
         Ok(Batcher { shared })
     }
@@ -108,6 +135,11 @@ impl Batcher {
     /// The method's signature.
     pub fn sig(&self) -> &MethodSig {
         &self.shared.sig
+    }
+
+    /// True while at least one worker runs (the method can answer).
+    pub fn healthy(&self) -> bool {
+        self.shared.alive.load(SeqCst) > 0
     }
 
     /// Queues `items` rows of `input` (already validated); refuses at once when the queue is
@@ -132,7 +164,11 @@ impl Batcher {
         });
         let mut q = self.shared.lock();
         if q.closed {
-            return Err(ServeError::NotReady("the server is shutting down".into()));
+            return Err(ServeError::NotReady(if self.healthy() {
+                "the server is shutting down".into()
+            } else {
+                format!("{} has no running worker", self.shared.name)
+            }));
         }
         if q.jobs.len() >= self.shared.cfg.max_queue_size {
             return Err(ServeError::QueueFull(format!(
@@ -148,6 +184,18 @@ impl Batcher {
         drop(q);
         self.shared.wake.notify_all();
         Ok(Ticket { job, reply: rx })
+    }
+
+    /// Queues `items` rows like a request without a deadline and waits for the reply; for
+    /// callers on blocking threads (pipeline steps), never on tokio's workers.
+    pub fn call_blocking(&self, input: Vec<f32>, items: usize) -> Reply {
+        let ticket = self.submit(input, items, None)?;
+        ticket.reply.blocking_recv().map_err(|_| {
+            ServeError::Internal(format!(
+                "{}: the worker ended without a reply",
+                self.shared.name
+            ))
+        })?
     }
 
     /// Removes a request that no worker has started; false if one has (it will complete).
@@ -169,8 +217,78 @@ impl Batcher {
 
     /// Stops accepting requests; workers finish what is queued, then exit.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
-        self.shared.wake.notify_all();
+        self.shared.close();
+    }
+}
+
+/// One worker thread: it runs batches until the queue is closed and drained. When its thread
+/// ends, however it ends, it fails the requests of the batch it held, and the last worker to
+/// end fails what is still queued.
+struct Worker<'a> {
+    shared: &'a Shared,
+    /// The requests of the batch being run.
+    current: RefCell<Vec<Arc<Job>>>,
+}
+
+impl Worker<'_> {
+    fn work(&self) {
+        let s = self.shared;
+        while let Some(slices) = s.next_batch() {
+            *self.current.borrow_mut() = slices.iter().map(|(job, _, _)| job.clone()).collect();
+            super::fault::in_worker(&s.name);
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| s.execute(slices))) {
+                let what = panic_message(payload.as_ref());
+                tracing::error!("{}: a batch panicked: {what}", s.name);
+                s.fail(
+                    &self.current.borrow(),
+                    &ServeError::Internal(format!("{}: the batch panicked: {what}", s.name)),
+                );
+            }
+            self.current.borrow_mut().clear();
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        let s = self.shared;
+        // Counted out (and, for the last worker, the queue closed) before any request is
+        // answered, so that a client told of the failure already sees the model not ready.
+        let last = s.alive.fetch_sub(1, SeqCst) == 1;
+        let mut abandoned = Vec::new();
+        if last {
+            let mut q = s.lock();
+            abandoned = q.jobs.drain(..).map(|e| e.job).collect();
+            let shutting_down = q.closed;
+            q.closed = true;
+            drop(q);
+            if !shutting_down || !abandoned.is_empty() {
+                tracing::error!("{}: no worker is left running", s.name);
+            }
+        }
+        let held = std::mem::take(&mut *self.current.borrow_mut());
+        if !held.is_empty() {
+            tracing::error!("{}: a worker ended while running a batch", s.name);
+            s.fail(
+                &held,
+                &ServeError::Internal(format!("{}: the worker ended", s.name)),
+            );
+        }
+        s.fail(
+            &abandoned,
+            &ServeError::Internal(format!("{}: no worker is left running", s.name)),
+        );
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
     }
 }
 
@@ -179,10 +297,24 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn work(&self) {
-        while let Some(slices) = self.next_batch() {
-            self.execute(slices);
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Answers `jobs` that have not been answered with `err`, and drops what is left of them
+    /// from the queue.
+    fn fail(&self, jobs: &[Arc<Job>], err: &ServeError) {
+        for job in jobs {
+            let mut st = job.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = st.reply.take() {
+                self.metrics.pending.fetch_sub(1, Relaxed);
+                let _ = tx.send(Err(err.clone()));
+            }
         }
+        self.lock()
+            .jobs
+            .retain(|e| !jobs.iter().any(|j| Arc::ptr_eq(j, &e.job)));
     }
 
     /// Waits for work and takes up to `batch` items; None when closed and drained.
@@ -199,7 +331,12 @@ impl Shared {
                 continue;
             }
             let avail: usize = q.jobs.iter().map(|e| e.job.items - e.taken).sum();
-            let until = q.jobs[0].job.enqueued + self.cfg.max_queue_delay;
+            // The delay is bounded by the manifest check; an unrepresentable one waits no longer.
+            let until = q.jobs[0]
+                .job
+                .enqueued
+                .checked_add(self.cfg.max_queue_delay)
+                .unwrap_or(q.jobs[0].job.enqueued);
             let now = Instant::now();
             if avail < batch && !q.closed && now < until {
                 q = self
@@ -255,6 +392,7 @@ impl Shared {
     }
 
     fn execute(&self, slices: Vec<(Arc<Job>, usize, usize)>) {
+        super::fault::in_batch(&self.name);
         let sig = &self.sig;
         let row = sig.input_row();
         let mut data = vec![0.0f32; sig.batch * row];

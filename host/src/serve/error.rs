@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The model's queue is full.
     #[error("{0}")]
     QueueFull(String),
+    /// The request body is larger than the model accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request's timeout expired while it was queued.
     #[error("request timeout expired while queued ({0} us)")]
     Timeout(u64),
@@ -37,6 +40,7 @@ impl ServeError {
         match kind {
             ErrorKind::Invalid => ServeError::InvalidInput(message),
             ErrorKind::NotFound => ServeError::NotFound(message),
+            ErrorKind::Unavailable => ServeError::QueueFull(message),
             ErrorKind::Unsupported | ErrorKind::Internal => ServeError::Internal(message),
         }
     }
@@ -45,6 +49,7 @@ impl ServeError {
     pub fn status(&self) -> StatusCode {
         match self {
             ServeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            ServeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::NotFound(_) => StatusCode::NOT_FOUND,
             ServeError::NotReady(_) | ServeError::QueueFull(_) | ServeError::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -56,7 +61,7 @@ impl ServeError {
     /// The failure reason in metrics (Triton's vocabulary where it has one).
     pub fn reason(&self) -> &'static str {
         match self {
-            ServeError::InvalidInput(_) => "INVALID",
+            ServeError::InvalidInput(_) | ServeError::TooLarge(_) => "INVALID",
             ServeError::NotFound(_) => "NOT_FOUND",
             ServeError::NotReady(_) | ServeError::QueueFull(_) => "REJECTED",
             ServeError::Timeout(_) => "TIMEOUT",

@@ -7,8 +7,8 @@ use super::metrics::{self, ModelMetrics};
 use super::pipeline::ServedPipeline;
 use crate::models::MethodSig;
 use crate::oip::{self, Encoded, Limits, HEADER_LENGTH};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,9 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 256 << 20;
 
 /// One served OIP model: a method of a loaded model.
 pub struct Served {
@@ -34,6 +31,8 @@ pub struct Served {
     pub default_timeout_us: Option<u64>,
     /// What one request may carry.
     pub limits: Limits,
+    /// Largest request body accepted (413 above it).
+    pub max_request_bytes: u64,
 }
 
 /// State shared by the handlers.
@@ -48,6 +47,16 @@ pub struct App {
 }
 
 impl App {
+    /// Ready means "can answer now": loaded, not shutting down, and every method has a running
+    /// worker.
+    fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+            && self
+                .served
+                .get()
+                .is_some_and(|m| m.values().all(|s| s.batcher.healthy()))
+    }
+
     fn pipeline(&self, params: &HashMap<String, String>) -> Option<&ServedPipeline> {
         let name = params.get("name")?;
         if params.get("version").is_some_and(|v| v != "1") {
@@ -89,12 +98,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/models/:name/infer", post(infer))
         .route("/v2/models/:name/versions/:version/infer", post(infer))
         .fallback(|| async { ServeError::NotFound("no such endpoint".into()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if app.ready.load(Relaxed) {
+    if app.is_ready() {
         StatusCode::OK.into_response()
     } else {
         ServeError::NotReady("not ready".into()).into_response()
@@ -149,27 +157,65 @@ async fn model_ready(
     State(app): State<Arc<App>>,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ServeError> {
-    if app.pipeline(&params).is_none() {
-        app.lookup(&params)?;
-    }
+    let healthy = match app.pipeline(&params) {
+        Some(p) => p.healthy(),
+        None => app.lookup(&params)?.1.batcher.healthy(),
+    };
     if !app.ready.load(Relaxed) {
         return Err(ServeError::NotReady("the server is shutting down".into()));
     }
+    if !healthy {
+        return Err(ServeError::NotReady(
+            "the model has no running worker".into(),
+        ));
+    }
     Ok(StatusCode::OK)
+}
+
+/// Reads a request body of at most `limit` bytes: a `Content-Length` above it is refused
+/// before anything is read, a body that grows past it when it does.
+async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ServeError> {
+    let too_large = |what: String| {
+        ServeError::TooLarge(format!(
+            "{what}; this model accepts at most {limit} bytes (serving.max_request_bytes)"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(too_large(format!("the request body is {n} bytes")));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large("the request body is larger".into()))
+        }
+        Err(e) => Err(ServeError::InvalidInput(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
 }
 
 async fn infer(
     State(app): State<Arc<App>>,
     Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let start = Instant::now();
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     if let Some(p) = app.pipeline(&params) {
         if !app.ready.load(Relaxed) {
             return ServeError::NotReady("the server is shutting down".into()).into_response();
         }
-        return match infer_pipeline(p, &headers, &body).await {
+        return match infer_pipeline(p, &headers, body).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -178,7 +224,14 @@ async fn infer(
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
-    match run_infer(name, served, &headers, &body).await {
+    let body = match read_body(body, &headers, served.max_request_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            served.metrics.fail(e.reason());
+            return e.into_response();
+        }
+    };
+    match run_infer(name, served, &headers, body).await {
         Ok(response) => {
             served.metrics.success.fetch_add(1, Relaxed);
             let us = start.elapsed().as_micros() as u64;
@@ -201,9 +254,11 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ServeError> {
 async fn infer_pipeline(
     p: &ServedPipeline,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response, ServeError> {
-    Ok(reply(p.infer(body, header_length(headers)?).await?))
+    let header_len = header_length(headers)?;
+    let body = read_body(body, headers, p.max_request_bytes).await?;
+    Ok(reply(p.infer(body, header_len).await?))
 }
 
 /// The HTTP reply of an encoded response: JSON alone, or the JSON header and the binary part
@@ -232,14 +287,32 @@ fn reply(encoded: Encoded) -> Response {
     response
 }
 
+/// Runs `f` on tokio's blocking pool: decoding and encoding a large request takes long enough
+/// to stall the HTTP workers.
+async fn off_workers<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, ServeError> + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServeError::Internal(format!("{name}: a request task failed: {e}")))?
+}
+
 async fn run_infer(
     name: &str,
     served: &Served,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Response, ServeError> {
     let sig = served.batcher.sig();
-    let mut req = method::parse(name, sig, body, header_length(headers)?, &served.limits)?;
+    let header_len = header_length(headers)?;
+    let mut req = {
+        let (model, sig, limits) = (name.to_string(), sig.clone(), served.limits);
+        off_workers(name, move || {
+            method::parse(&model, &sig, &body, header_len, &limits)
+        })
+        .await?
+    };
     let timeout_us = req
         .timeout_us
         .or(served.default_timeout_us)
@@ -260,5 +333,10 @@ async fn run_infer(
     };
     let outputs = reply_rx
         .map_err(|_| ServeError::Internal(format!("{name}: the worker ended without a reply")))??;
-    Ok(reply(method::encode(name, sig, &req, &outputs)))
+    let (model, sig) = (name.to_string(), sig.clone());
+    let encoded = off_workers(name, move || {
+        Ok(method::encode(&model, &sig, &req, &outputs))
+    })
+    .await?;
+    Ok(reply(encoded))
 }

@@ -8,6 +8,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod method;
 pub mod metrics;
@@ -112,7 +113,7 @@ async fn serve(
     };
 
     let mut served = BTreeMap::new();
-    for m in models {
+    for m in &models {
         let cfg = QueueConfig {
             instances: m.serving.instances.get(),
             max_queue_delay: Duration::from_micros(m.serving.max_queue_delay_us),
@@ -135,10 +136,17 @@ async fn serve(
                     metrics,
                     default_timeout_us: m.serving.timeout_us,
                     limits,
+                    max_request_bytes: m.serving.max_request_bytes,
                 },
             );
         }
     }
+    let mut served_pipelines = BTreeMap::new();
+    for p in pipelines {
+        let name = p.name.clone();
+        served_pipelines.insert(name, serve_pipeline(p, &served, &models)?);
+    }
+    let pipelines = served_pipelines;
     let mut names: Vec<String> = served.keys().cloned().collect();
     names.extend(pipelines.keys().cloned());
     let _ = app.served.set(served);
@@ -166,7 +174,46 @@ async fn serve(
     Ok(())
 }
 
-type Pipelines = BTreeMap<String, pipeline::ServedPipeline>;
+type Pipelines = Vec<crate::pipeline::graph::Pipeline>;
+
+/// Serves `p` through the started batchers of the methods it calls; it admits as many requests
+/// at once as the smallest queue (instances + max_queue_size) among its models.
+fn serve_pipeline(
+    p: crate::pipeline::graph::Pipeline,
+    served: &BTreeMap<String, Served>,
+    models: &[LoadedModel],
+) -> anyhow::Result<pipeline::ServedPipeline> {
+    let mut batchers = BTreeMap::new();
+    let mut capacity = usize::MAX;
+    let mut max_request_bytes = u64::MAX;
+    for step in &p.steps {
+        let crate::pipeline::graph::Action::Model { model, method } = &step.action else {
+            continue;
+        };
+        let name = format!("{model}.{method}");
+        let s = served
+            .get(&name)
+            .ok_or_else(|| anyhow!("pipeline {}: {name} is not served", p.name))?;
+        batchers.insert(name, s.batcher.clone());
+        if let Some(m) = models.iter().find(|m| &m.name == model) {
+            let queue = m.serving.instances.get() + m.serving.max_queue_size.get();
+            capacity = capacity.min(queue);
+            max_request_bytes = max_request_bytes.min(m.serving.max_request_bytes);
+        }
+    }
+    if capacity == usize::MAX {
+        capacity = crate::manifest::ServingOptions::default()
+            .max_queue_size
+            .get();
+        max_request_bytes = crate::manifest::ServingOptions::default().max_request_bytes;
+    }
+    Ok(pipeline::ServedPipeline::new(
+        Arc::new(p),
+        pipeline::BatchedModels(batchers),
+        capacity,
+        max_request_bytes,
+    ))
+}
 
 fn load_all(
     registry: &PluginRegistry,
@@ -209,22 +256,7 @@ fn load_all(
             return Err(anyhow!("no model under {} could be loaded", dir.display()));
         }
     }
-    let mut pipelines = BTreeMap::new();
-    if let Some(m) = &manifest {
-        let loaded: BTreeMap<String, _> = models
-            .iter()
-            .map(|l| (l.name.clone(), l.model.clone()))
-            .collect();
-        for p in &m.resolved {
-            pipelines.insert(
-                p.name.clone(),
-                pipeline::ServedPipeline {
-                    pipeline: Arc::new(p.clone()),
-                    models: Arc::new(crate::models::pipeline::select(p, &loaded)?),
-                },
-            );
-        }
-    }
+    let pipelines = manifest.map(|m| m.resolved).unwrap_or_default();
     Ok((models, pipelines))
 }
 

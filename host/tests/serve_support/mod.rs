@@ -75,10 +75,16 @@ pub fn fixture_manifest(dir: &Path, serving: &str) -> PathBuf {
 
 /// Starts `mlhost serve` with `args` (plugins from a temporary copy) and waits until ready.
 pub fn start(args: &[&str], dirs: Vec<TempDir>) -> Server {
+    start_with_env(args, dirs, &[])
+}
+
+/// Like [`start`], with extra environment variables for the server.
+pub fn start_with_env(args: &[&str], dirs: Vec<TempDir>, env: &[(&str, &str)]) -> Server {
     let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
     let mut child = mlhost()
         .arg("serve")
         .args(args)
+        .envs(env.iter().copied())
         .args(["--http-port", "0", "--plugin-dir"])
         .arg(plugins.path())
         .stderr(Stdio::piped())
