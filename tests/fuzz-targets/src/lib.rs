@@ -9,18 +9,36 @@ use std::path::Path;
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
 
-/// Every target, by the name of its `tests/fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: &[(&str, Target)] = &[
-    ("oip_json", oip_json),
-    ("oip_binary", oip_binary),
-    ("manifest", manifest),
-    ("config_json", config_json),
-    ("rbln_config", rbln_config),
-    ("safetensors", safetensors),
-    ("artifact", artifact),
-    ("artifact_plan", artifact_plan),
-    ("image", image),
-];
+/// Every target built with this crate's features, by the name of its
+/// `tests/fuzz/fuzz_targets/<name>.rs` and corpus directory.
+pub fn targets() -> Vec<(&'static str, Target)> {
+    let all: Vec<(&'static str, Target)> = vec![
+        ("oip_json", oip_json),
+        ("oip_binary", oip_binary),
+        ("manifest", manifest),
+        ("image", image),
+    ];
+    #[cfg(feature = "vae")]
+    let all = [
+        all,
+        vec![
+            ("config_json", config_json as Target),
+            ("rbln_config", rbln_config),
+            ("safetensors", safetensors),
+        ],
+    ]
+    .concat();
+    #[cfg(feature = "npu")]
+    let all = [
+        all,
+        vec![
+            ("artifact", artifact as Target),
+            ("artifact_plan", artifact_plan),
+        ],
+    ]
+    .concat();
+    all
+}
 
 /// The served method the OIP targets decode requests for: the sd_like decoder, batch 4.
 fn decode_sig() -> mlhost::models::MethodSig {
@@ -77,6 +95,7 @@ pub fn manifest(data: &[u8]) {
 }
 
 /// A diffusers `config.json`, then what the model plugin derives from it before reading weights.
+#[cfg(feature = "vae")]
 pub fn config_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -88,6 +107,7 @@ pub fn config_json(data: &[u8]) {
 }
 
 /// A compiled directory's `rbln_config.json`, loaded with no user overrides.
+#[cfg(feature = "vae")]
 pub fn rbln_config(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
@@ -102,21 +122,25 @@ pub fn rbln_config(data: &[u8]) {
 }
 
 /// A `diffusion_pytorch_model.safetensors` file (header and tensor data).
+#[cfg(feature = "vae")]
 pub fn safetensors(data: &[u8]) {
     let _ = rbln_vae::weights::parse_safetensors(data);
 }
 
 /// A compiled `.rbln` artifact as stored: header, checksum, plan, weights.
+#[cfg(feature = "npu")]
 pub fn artifact(data: &[u8]) {
     let _ = rbln_npu::runtime::executable::NpuExecutable::load(data);
 }
 
+#[cfg(feature = "npu")]
 /// Weight floats are filled in for at most this many values; plans declaring more are skipped.
 const MAX_FILLED_FLOATS: u64 = 1 << 20;
 
 /// A compiled artifact's plan JSON, wrapped in a valid header and checksum with zero weights of
 /// the lengths the plan declares, so that the fuzzer reaches the plan's own checks and the
 /// runtime's load (arena and workspace sizes) instead of stopping at the checksum.
+#[cfg(feature = "npu")]
 pub fn artifact_plan(data: &[u8]) {
     let Ok(plan) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
