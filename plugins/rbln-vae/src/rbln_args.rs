@@ -4,6 +4,9 @@
 use plugin_api::{DType, PluginError};
 use serde_json::{Map, Value};
 
+/// The `cls_name` written to and expected in `rbln_config.json`.
+pub const CLS_NAME: &str = "RBLNAutoencoderKLConfig";
+
 /// `device`: one device index or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -151,10 +154,10 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
         }
         match k.as_str() {
             "cls_name" => {
-                if v.as_str() != Some(crate::rbln_config::CLS_NAME) {
+                if v.as_str() != Some(CLS_NAME) {
                     return Err(invalid(format!(
                         "cls_name must be \"{}\", got {v}",
-                        crate::rbln_config::CLS_NAME
+                        CLS_NAME
                     )));
                 }
             }

@@ -2,15 +2,13 @@
 //! `rbln_config.json`) and how it runs (runtime options, never written).
 
 use crate::config::AutoencoderKLConfig;
-pub use crate::rbln_args::{merge_user_config, DeviceSpec};
+pub use crate::rbln_args::{merge_user_config, DeviceSpec, CLS_NAME};
 use crate::rbln_args::{parse_args, positive, sample_size, Args};
 use plugin_api::{DType, PluginError};
 use serde_json::{json, Map, Value};
 
 /// The file a compiled directory is recognised by.
 pub const RBLN_CONFIG_FILE: &str = "rbln_config.json";
-/// The `cls_name` written to and expected in `rbln_config.json`.
-pub const CLS_NAME: &str = "RBLNAutoencoderKLConfig";
 
 /// Runtime options: how a compiled model runs. Never written to `rbln_config.json`.
 #[derive(Debug, Clone, PartialEq)]

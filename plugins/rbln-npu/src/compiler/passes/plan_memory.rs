@@ -1,7 +1,7 @@
 //! Assigns every intermediate value an offset in one per-call arena (see
 //! [`crate::compiler::memory_plan`]).
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::compiler::memory_plan;
 use crate::program::Program;
 use plugin_api::PluginError;
