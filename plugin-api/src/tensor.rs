@@ -60,10 +60,32 @@ pub fn shape_str<T: fmt::Debug>(shape: &[T]) -> String {
     format!("{shape:?}")
 }
 
+/// The number of elements of `shape`, or `None` if it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The bytes of a tensor of `shape` with elements of `elem_bytes` bytes, or an
+/// `InvalidArgument` error naming the shape if that does not fit in `isize` (the most any
+/// allocation can hold).
+pub fn checked_bytes(shape: &[usize], elem_bytes: usize) -> Result<usize, PluginError> {
+    checked_numel(shape)
+        .and_then(|n| n.checked_mul(elem_bytes))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            PluginError::invalid(format!(
+                "shape {} is too large: its size in bytes ({elem_bytes} per element) overflows \
+                 the address space",
+                shape_str(shape)
+            ))
+        })
+}
+
 impl Tensor {
-    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements.
+    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements (a
+    /// product that overflows is an `InvalidArgument` error naming the shape).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, PluginError> {
-        let n: usize = shape.iter().product();
+        let n = checked_bytes(&shape, std::mem::size_of::<f32>())? / std::mem::size_of::<f32>();
         if n != data.len() {
             return Err(PluginError::invalid(format!(
                 "tensor of shape {} needs {n} elements, got {}",
@@ -170,5 +192,20 @@ mod tests {
         let a = t.to_ndarray();
         assert_eq!(a[[1, 2]], 5.0);
         assert_eq!(Tensor::from_ndarray(&a), t);
+    }
+
+    #[test]
+    fn overflowing_shapes_are_invalid_arguments_naming_the_shape() {
+        // 2^50 * 4 * 64 * 64 wraps to 0 in unchecked usize arithmetic.
+        let shape = vec![1usize << 50, 4, 64, 64];
+        let e = Tensor::new(shape.clone(), vec![]).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+        assert!(e.message().contains("[1125899906842624, 4, 64, 64]"), "{e}");
+        assert_eq!(checked_numel(&shape), None);
+        assert_eq!(checked_numel(&[2, 3]), Some(6));
+        assert_eq!(checked_numel(&[]), Some(1));
+        // Fits in usize as elements but not as f32 bytes.
+        assert!(checked_bytes(&[usize::MAX / 2], 4).is_err());
+        assert_eq!(checked_bytes(&[2, 3], 4).unwrap(), 24);
     }
 }

@@ -14,7 +14,7 @@ pub use op::*;
 pub use shapes::infer_node_shape;
 
 use crate::error::PluginError;
-use crate::tensor::{shape_str, Tensor};
+use crate::tensor::{checked_bytes, shape_str, Tensor};
 use abi_stable::std_types::{RString, RVec};
 use abi_stable::StableAbi;
 use serde::{Deserialize, Serialize};
@@ -118,8 +118,14 @@ impl Graph {
     pub fn infer_shapes(&self) -> Result<Vec<Vec<usize>>, PluginError> {
         let mut node_shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         let ctx = |msg: String| PluginError::invalid(format!("graph '{}': {msg}", self.name));
+        for inp in self.inputs.iter() {
+            checked_bytes(&inp.shape, 4)
+                .map_err(|e| ctx(format!("input '{}': {}", inp.name, e.message())))?;
+        }
         for (i, c) in self.constants.iter().enumerate() {
-            let n: usize = c.shape.iter().product();
+            let n = checked_bytes(&c.shape, 4)
+                .map_err(|e| ctx(format!("constant #{i} '{}': {}", c.name, e.message())))?
+                / 4;
             if c.data.len() != n {
                 return Err(ctx(format!(
                     "constant #{i} '{}' of shape {} has {} elements, expected {n}",
@@ -152,6 +158,14 @@ impl Graph {
                     "node #{i} '{}' ({}): {m}",
                     node.name,
                     node.op.kind_name()
+                ))
+            })?;
+            checked_bytes(&out, 4).map_err(|e| {
+                ctx(format!(
+                    "node #{i} '{}' ({}): output {}",
+                    node.name,
+                    node.op.kind_name(),
+                    e.message()
                 ))
             })?;
             node_shapes.push(out);
