@@ -1,6 +1,8 @@
 //! FFI-safe tensors. Compute is `f32`; weights in other dtypes are upcast by the model plugin
 //! before they enter a graph.
 
+pub mod safetensors_header;
+
 use crate::error::PluginError;
 use abi_stable::std_types::{RString, RVec};
 use abi_stable::StableAbi;
