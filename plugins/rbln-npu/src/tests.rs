@@ -734,6 +734,42 @@ fn step_records_keep_format_version_3() {
     );
 }
 
+/// A plan whose run needs more memory than the budget (the `memory_budget` option, or the
+/// default) is a compile error naming the bytes of each part; loading an artifact checks the
+/// same budget, so one compiled with a larger budget (here: then edited and re-checksummed) fails
+/// with the same error instead of aborting on allocation.
+#[test]
+fn plans_beyond_the_memory_budget_are_refused_when_compiling_and_loading() {
+    let e = crate::compiler::compile(case().graph, r#"{"memory_budget": 1000}"#, &|_, _, _| {})
+        .unwrap_err();
+    assert_eq!(e.kind, plugin_api::ErrorKind::InvalidArgument);
+    for needle in [
+        "graph 'tiny' needs",
+        "bytes of memory to run (arena",
+        "memory budget of 1000 bytes",
+        "memory_budget option",
+    ] {
+        assert!(e.message().contains(needle), "{needle}: {e}");
+    }
+    let bytes = compile_graph(case().graph, r#"{"memory_budget": 1000000000}"#).unwrap();
+    let mut p = crate::artifact::decode(&bytes).unwrap();
+    let f = p.footprint();
+    assert!(f.arena > 0 && f.weights > 0, "{f:?}");
+    p.target.memory_budget = Some(f.total() - 1);
+    let load = NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap_err();
+    assert!(
+        load.message()
+            .contains(&format!("needs {} bytes", f.total())),
+        "{load}"
+    );
+    p.target.memory_budget = Some(f.total());
+    NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap();
+    // An arena of 2^60 floats exceeds any machine: refused at load, whatever the budget says.
+    p.target.memory_budget = Some(u64::MAX);
+    p.memory.as_mut().unwrap().arena_len = 1 << 60;
+    assert!(NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).is_err());
+}
+
 /// In-place steps (group norm with and without SiLU, activation, add over either operand,
 /// scale) compute exactly what the out-of-place kernels compute; `add(v, v)` cannot overwrite
 /// `v` (both operands would alias the output) and gets a buffer of its own.

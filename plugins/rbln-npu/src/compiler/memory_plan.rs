@@ -31,10 +31,12 @@ pub fn assign_offsets(bufs: &[Buffer], align: usize) -> (Vec<usize>, usize) {
                     best = Some((cursor, gap));
                 }
             }
-            cursor = cursor.max((off + size).next_multiple_of(align));
+            // Saturating: an arena that overflows fails the memory budget check.
+            let end = off.saturating_add(size);
+            cursor = cursor.max(end.checked_next_multiple_of(align).unwrap_or(usize::MAX));
         }
         offsets[i] = best.map_or(cursor, |(o, _)| o);
-        total = total.max(offsets[i] + b.size);
+        total = total.max(offsets[i].saturating_add(b.size));
         placed.push(i);
     }
     (offsets, total)

@@ -6,6 +6,7 @@
 //! on, [`liveness`] models the memory of a schedule (what the planner optimizes and the checker
 //! verifies) and [`ops`] says which ops this build's kernels run and which run in place.
 
+pub mod footprint;
 pub mod liveness;
 pub mod ops;
 mod validate;
@@ -28,6 +29,10 @@ pub struct Target {
     /// `winograd`, default on).
     #[serde(default = "yes")]
     pub winograd: bool,
+    /// The most memory, in bytes, one run may need (compiler option `memory_budget`; default:
+    /// [`footprint::default_budget`]). Checked when compiling and when loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -40,6 +45,7 @@ impl Default for Target {
             npu: None,
             num_devices: None,
             winograd: true,
+            memory_budget: None,
         }
     }
 }

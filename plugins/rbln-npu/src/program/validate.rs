@@ -6,7 +6,7 @@ use super::ops;
 use super::{Algo, Def, Layout, Program, Role, Value, Weight};
 use crate::kernels::{gemm, winograd};
 use plugin_api::graph::{infer_node_shape, Op};
-use plugin_api::tensor::shape_str;
+use plugin_api::tensor::{checked_bytes, shape_str};
 
 impl Program {
     /// Checks every invariant the runtime relies on: ids in range, topological order, shapes
@@ -14,7 +14,13 @@ impl Program {
     /// memory plan never places two simultaneously live values in overlapping memory.
     pub fn validate(&self) -> Result<(), String> {
         let nv = self.values.len();
+        for inp in &self.inputs {
+            checked_bytes(&inp.shape, 4)
+                .map_err(|e| format!("input '{}': {}", inp.name, e.message()))?;
+        }
         for (v, val) in self.values.iter().enumerate() {
+            // Every size below is computed from shapes that fit in memory.
+            checked_bytes(&val.shape, 4).map_err(|e| format!("value {v}: {}", e.message()))?;
             match val.def {
                 Def::Input(i) => {
                     let inp = self
@@ -108,7 +114,11 @@ impl Program {
             let doubled;
             if step.upsample_input {
                 match shapes.first() {
-                    Some(&[n, c, h, w]) if step.algo == Algo::WinogradF4 => {
+                    Some(&[n, c, h, w])
+                        if step.algo == Algo::WinogradF4
+                            && h.checked_mul(2).is_some()
+                            && w.checked_mul(2).is_some() =>
+                    {
                         doubled = [*n, *c, 2 * h, 2 * w];
                         shapes[0] = &doubled;
                     }
@@ -158,7 +168,7 @@ impl Program {
                         gemm::MR
                     ));
                 }
-                if val.shape.first() != Some(&rows) || rows * depth != n {
+                if val.shape.first() != Some(&rows) || rows.checked_mul(depth) != Some(n) {
                     return Err(format!(
                         "weight '{}': packed {rows}x{depth} does not match shape {}",
                         wt.name,
