@@ -366,7 +366,7 @@ fn save_never_leaves_partial_directory() {
     // Overwriting an existing compiled dir works and keeps it loadable.
     let out = tmp.path().join("out");
     vae.save_pretrained(&out).unwrap();
-    vae.save_pretrained(&out).unwrap();
+    vae.save_pretrained_overwrite(&out).unwrap();
     load(&out).unwrap();
     let leftovers = std::fs::read_dir(tmp.path()).unwrap().count();
     assert_eq!(leftovers, 2, "only 'file' and 'out' remain");

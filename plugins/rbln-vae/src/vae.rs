@@ -5,7 +5,7 @@ use crate::distribution::LatentDistribution;
 use crate::graph::{build_decoder, build_encoder, DECODER, ENCODER};
 use crate::model::AutoencoderKL;
 use crate::rbln_config::{merge_user_config, RBLNAutoencoderKLConfig, CLS_NAME, RBLN_CONFIG_FILE};
-use crate::save::write_dir_atomically;
+use crate::save::{write_dir_atomically, Overwrite, Target};
 use crate::weights::WEIGHTS_FILE;
 use plugin_api::abi_stable::std_types::{RStr, RVec};
 use plugin_api::tensor::shape_str;
@@ -91,6 +91,8 @@ pub struct RBLNAutoencoderKL {
     extension: String,
     /// Creates the runtimes that are made on first use.
     device: DeviceBox,
+    /// The directory the model was read from (`from_pretrained`), which saving never writes.
+    source: Option<std::path::PathBuf>,
 }
 
 fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
@@ -278,7 +280,9 @@ impl RBLNAutoencoderKL {
             e => e,
         };
         if export == Export::No {
-            return Self::load_compiled(dir, &user, backend);
+            let mut vae = Self::load_compiled(dir, &user, backend)?;
+            vae.source = Some(dir.to_path_buf());
+            return Ok(vae);
         }
         let ext = backend.compiler.artifact_extension().into_string();
         let artifacts = compiled_artifacts(dir, &ext);
@@ -295,7 +299,9 @@ impl RBLNAutoencoderKL {
         report(progress, "load weights", 0, 1);
         let model = AutoencoderKL::from_dir(dir)?;
         report(progress, "load weights", 1, 1);
-        Self::compile(model, &user, backend, progress)
+        let mut vae = Self::compile(model, &user, backend, progress)?;
+        vae.source = Some(dir.to_path_buf());
+        Ok(vae)
     }
 
     /// Compiles an in-memory model with `rbln_config` (a JSON object or `null`).
@@ -363,6 +369,7 @@ impl RBLNAutoencoderKL {
             vae_config,
             extension: backend.compiler.artifact_extension().into_string(),
             device: backend.device,
+            source: None,
         })
     }
 
@@ -437,8 +444,28 @@ impl RBLNAutoencoderKL {
     }
 
     /// Writes `encoder.<ext>` (if compiled), `decoder.<ext>`, `rbln_config.json` and the
-    /// diffusers `config.json` to `dir`, atomically (temporary sibling + rename).
+    /// diffusers `config.json` to `dir`, atomically (temporary sibling + rename). `dir` must not
+    /// exist or be empty (see [`save_pretrained_overwrite`](Self::save_pretrained_overwrite)),
+    /// and is never the directory the model was loaded from.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), PluginError> {
+        self.save(dir.as_ref(), Overwrite::No)
+    }
+
+    /// [`save_pretrained`](Self::save_pretrained), replacing `dir` if it is a previous compiled
+    /// directory (only `rbln_config.json`, `config.json` and `*.<ext>` files); a directory
+    /// holding anything else is an error naming those files, and nothing is deleted.
+    pub fn save_pretrained_overwrite(&self, dir: impl AsRef<Path>) -> Result<(), PluginError> {
+        self.save(dir.as_ref(), Overwrite::Compiled)
+    }
+
+    fn save(&self, dir: &Path, overwrite: Overwrite) -> Result<(), PluginError> {
+        let target = Target {
+            overwrite,
+            files: &[RBLN_CONFIG_FILE, CONFIG_FILE],
+            extension: &self.extension,
+            source: self.source.as_deref(),
+        };
+        crate::save::check_target(dir, &target)?;
         let json = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialize");
         let mut files = Vec::new();
         for part in self.encoder.iter().chain([&self.decoder]) {
@@ -452,7 +479,7 @@ impl RBLNAutoencoderKL {
             json(&self.rbln_config.to_json()),
         ));
         files.push((CONFIG_FILE.to_string(), json(&self.vae_config.to_json())));
-        write_dir_atomically(dir.as_ref(), &files)
+        write_dir_atomically(dir, &files, &target)
     }
 
     fn run(&self, part: &Part, method: &str, x: &Tensor) -> Result<Tensor, PluginError> {
