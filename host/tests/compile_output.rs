@@ -39,6 +39,9 @@ fn compile(plugins: &Path, input: &Path, out: &Path, extra: &[&str]) -> Outcome 
         .args(extra))
 }
 
+/// What is compiled, where to, with which flags, and what the refusal must mention.
+type Case<'a> = (&'a str, &'a Path, &'a Path, &'a [&'a str], &'a [&'a str]);
+
 #[test]
 fn refusals_leave_everything_as_it_was() {
     let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
@@ -63,7 +66,7 @@ fn refusals_leave_everything_as_it_was() {
         format!("models:\n  - name: vae\n    model_id: {}\n", vae.display()),
     )
     .unwrap();
-    let cases: [(&str, &Path, &Path, &[&str], &[&str]); 7] = [
+    let cases: [Case; 7] = [
         (
             "into the input",
             &vae,
