@@ -4,6 +4,7 @@
 //! `round((clamp(v, -1, 1) + 1) * 127.5)`. Every output is written to a temporary file in the
 //! destination directory and renamed into place.
 
+use plugin_api::tensor::safetensors_header::check_header;
 use plugin_api::tensor::shape_str;
 use plugin_api::{NamedTensor, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -108,6 +109,8 @@ pub fn read_safetensors(path: &Path, name: &str) -> Result<Tensor, IoError> {
         path: path.to_path_buf(),
         reason,
     };
+    // Checked first so that a problem names its tensor (the crate's errors do not).
+    check_header(&bytes).map_err(|e| invalid(format!("not a valid safetensors file: {e}")))?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| invalid(format!("not a valid safetensors file: {e}")))?;
     let view = file.tensor(name).map_err(|_| {

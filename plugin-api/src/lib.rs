@@ -16,6 +16,7 @@
 //! plugin whose major version (or, for `0.y`, minor version) differs. The graph IR has its own
 //! [`graph::IR_VERSION`], checked whenever a graph crosses the boundary.
 
+pub mod dir;
 pub mod error;
 pub mod graph;
 pub mod guard;

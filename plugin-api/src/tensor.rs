@@ -1,6 +1,8 @@
 //! FFI-safe tensors. Compute is `f32`; weights in other dtypes are upcast by the model plugin
 //! before they enter a graph.
 
+pub mod safetensors_header;
+
 use crate::error::PluginError;
 use abi_stable::std_types::{RString, RVec};
 use abi_stable::StableAbi;
@@ -60,16 +62,32 @@ pub fn shape_str<T: fmt::Debug>(shape: &[T]) -> String {
     format!("{shape:?}")
 }
 
+/// The number of elements of `shape`, or `None` if it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The bytes of a tensor of `shape` with elements of `elem_bytes` bytes, or an
+/// `InvalidArgument` error naming the shape if that does not fit in `isize` (the most any
+/// allocation can hold).
+pub fn checked_bytes(shape: &[usize], elem_bytes: usize) -> Result<usize, PluginError> {
+    checked_numel(shape)
+        .and_then(|n| n.checked_mul(elem_bytes))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            PluginError::invalid(format!(
+                "shape {} is too large: its size in bytes ({elem_bytes} per element) overflows \
+                 the address space",
+                shape_str(shape)
+            ))
+        })
+}
+
 impl Tensor {
-    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements (the
-    /// product computed with checked arithmetic: a shape whose product overflows is refused).
+    /// Creates a tensor, checking that `data` holds exactly `product(shape)` elements (a
+    /// product that overflows is an `InvalidArgument` error naming the shape).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, PluginError> {
-        let Some(n) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
-            return Err(PluginError::invalid(format!(
-                "tensor of shape {} has more elements than can be addressed",
-                shape_str(&shape)
-            )));
-        };
+        let n = checked_bytes(&shape, std::mem::size_of::<f32>())? / std::mem::size_of::<f32>();
         if n != data.len() {
             return Err(PluginError::invalid(format!(
                 "tensor of shape {} needs {n} elements, got {}",
@@ -179,9 +197,17 @@ mod tests {
     }
 
     #[test]
-    fn a_shape_whose_product_wraps_is_refused() {
+    fn overflowing_shapes_are_invalid_arguments_naming_the_shape() {
         // 2^50 * 4 * 64 * 64 wraps to 0 in unchecked usize arithmetic.
-        let e = Tensor::new(vec![1 << 50, 4, 64, 64], Vec::new()).unwrap_err();
-        assert!(e.message().contains("more elements than can be addressed"), "{e}");
+        let shape = vec![1usize << 50, 4, 64, 64];
+        let e = Tensor::new(shape.clone(), vec![]).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+        assert!(e.message().contains("[1125899906842624, 4, 64, 64]"), "{e}");
+        assert_eq!(checked_numel(&shape), None);
+        assert_eq!(checked_numel(&[2, 3]), Some(6));
+        assert_eq!(checked_numel(&[]), Some(1));
+        // Fits in usize as elements but not as f32 bytes.
+        assert!(checked_bytes(&[usize::MAX / 2], 4).is_err());
+        assert_eq!(checked_bytes(&[2, 3], 4).unwrap(), 24);
     }
 }

@@ -34,6 +34,10 @@ pub struct CompileArgs {
     /// Also compile the encoder (img2img / inpainting); default: decoder only.
     #[arg(long)]
     pub uses_encoder: bool,
+    /// Replace OUT_DIR if it exists and holds a previous `mlhost compile` output (and nothing
+    /// else: a directory holding other files is refused and left as it is).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -129,7 +133,10 @@ pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> 
     let class_name = registry.select_model_class(args.backend.class.as_deref())?;
     let compiler = registry.select_compiler(args.backend.compiler.as_deref())?;
     let device = registry.select_device(args.backend.device.as_deref())?;
-    let out = path_str(&args.out_dir)?;
+    let output = Output::prepare(&args.diffusers_dir, &args.out_dir, args.overwrite, |dir| {
+        compiled_model_dir(registry, dir)
+    })?;
+    let out = path_str(&output.staged)?;
     tracing::info!(
         "compiling {} as {class_name} with compiler {compiler}, device {device}",
         args.diffusers_dir.display()
@@ -150,7 +157,8 @@ pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> 
     let model = open(registry, &class_name, &spec, &BarProgress::stderr())
         .with_context(|| format!("compiling {} as {class_name}", args.diffusers_dir.display()))?;
     plugin(model.save_pretrained(out.into()))
-        .with_context(|| format!("saving the compiled model to {out}"))?;
+        .with_context(|| format!("saving the compiled model to {}", args.out_dir.display()))?;
+    output.finish()?;
     eprintln!(
         "compiled {} ({class_name}) to {} in {:.2?}",
         args.diffusers_dir.display(),
@@ -187,7 +195,7 @@ pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Resu
         .map_err(|e| UsageError(e.to_string()))?;
     let search = crate::plugins::plugin_search_path(plugin_dirs)?;
     let registry = PluginRegistry::load(&manifest_plugins(&manifest, &search)?)?;
-    compile_manifest(&registry, &manifest, &args.out_dir)?;
+    compile_manifest_with(&registry, &manifest, &args.out_dir, args.overwrite)?;
     eprintln!(
         "compiled {} model(s) of {} to {} in {:.2?}",
         manifest.models.len(),
@@ -201,28 +209,29 @@ pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Resu
 /// Compiles every model of `manifest` into `out/<model name>/`, and writes `out/model_index.json`
 /// (each part's plugin and class, like a saved optimum-rbln pipeline) and `out/manifest.yaml`
 /// (the manifest with every model loading its compiled directory, `export: false`). Written to a
-/// temporary sibling and renamed into place; `out` must not exist.
+/// temporary sibling and renamed into place; `out` must not exist (or be empty).
 pub fn compile_manifest(
     registry: &PluginRegistry,
     manifest: &crate::manifest::Manifest,
     out: &Path,
 ) -> anyhow::Result<()> {
-    if out.exists() {
-        return Err(UsageError(format!(
-            "{} already exists; compile into a new directory",
-            out.display()
-        ))
-        .into());
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    require_dir(parent, "output directory")?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".mlhost-compile-")
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    compile_manifest_with(registry, manifest, out, false)
+}
+
+/// [`compile_manifest`]; with `overwrite`, an existing `out` that holds a previous compiled
+/// manifest directory (and nothing else) is replaced.
+pub fn compile_manifest_with(
+    registry: &PluginRegistry,
+    manifest: &crate::manifest::Manifest,
+    out: &Path,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let output = Output::prepare(&manifest.file, out, overwrite, |dir| {
+        compiled_manifest_dir(registry, dir)
+    })?;
+    std::fs::create_dir(&output.staged)
+        .with_context(|| format!("creating {}", output.staged.display()))?;
+    let staged = output.staged.as_path();
     let mut index = Map::new();
     let kinds: std::collections::BTreeSet<&str> = manifest
         .resolved
@@ -248,7 +257,7 @@ pub fn compile_manifest(
     );
     for entry in &manifest.models {
         let (class, model) = open_manifest_model(registry, manifest, entry, Export::Yes)?;
-        let dir = tmp.path().join(&entry.name);
+        let dir = staged.join(&entry.name);
         plugin(model.save_pretrained(path_str(&dir)?.into()))
             .with_context(|| format!("saving model \"{}\" to {}", entry.name, dir.display()))?;
         let provider = registry.model_classes[&class].plugin;
@@ -256,17 +265,153 @@ pub fn compile_manifest(
         index.insert(entry.name.clone(), json!([plugin_name, class]));
     }
     let text = serde_json::to_string_pretty(&Value::Object(index))? + "\n";
-    std::fs::write(tmp.path().join("model_index.json"), text)
-        .context("writing model_index.json")?;
-    std::fs::write(
-        tmp.path().join("manifest.yaml"),
-        compiled_manifest(manifest)?,
-    )
-    .context("writing manifest.yaml")?;
-    std::fs::rename(tmp.path(), out)
-        .with_context(|| format!("renaming {} to {}", tmp.path().display(), out.display()))?;
-    // The directory moved; dropping `tmp` finds nothing left to remove.
-    drop(tmp);
+    std::fs::write(staged.join("model_index.json"), text).context("writing model_index.json")?;
+    std::fs::write(staged.join("manifest.yaml"), compiled_manifest(manifest)?)
+        .context("writing manifest.yaml")?;
+    output.finish()
+}
+
+/// The output of a compile, staged in a temporary sibling of the output directory and put in
+/// place whole ([`plugin_api::dir::put_in_place`]) once complete; a failure or a kill leaves the
+/// output directory as it was (and at most the temporary sibling behind).
+struct Output {
+    out: PathBuf,
+    /// The temporary sibling, removed when dropped.
+    tmp: tempfile::TempDir,
+    /// Where the compile writes: inside `tmp`, not yet existing.
+    staged: PathBuf,
+}
+
+impl Output {
+    /// Refuses `out` if it is the input (`input`, or the input's directory), if it exists and
+    /// is not empty without `overwrite`, or with `overwrite` if `replaceable` says it is not a
+    /// previous output (naming what else it holds).
+    fn prepare(
+        input: &Path,
+        out: &Path,
+        overwrite: bool,
+        replaceable: impl Fn(&Path) -> Result<(), String>,
+    ) -> anyhow::Result<Output> {
+        use plugin_api::dir::{is_empty_dir, resolved};
+        let target = resolved(out);
+        let input_dir = if input.is_dir() {
+            resolved(input)
+        } else {
+            resolved(input.parent().unwrap_or(Path::new(".")))
+        };
+        if target == input_dir {
+            return Err(UsageError(format!(
+                "{} is the input directory: compiling into it would replace its files; choose \
+                 another output directory",
+                out.display()
+            ))
+            .into());
+        }
+        if out.exists() && !is_empty_dir(out) {
+            if !out.is_dir() {
+                return Err(UsageError(format!(
+                    "{} already exists and is not a directory",
+                    out.display()
+                ))
+                .into());
+            }
+            if !overwrite {
+                return Err(UsageError(format!(
+                    "{} already exists; compile into a new directory, or pass --overwrite to \
+                     replace a previous compiled directory",
+                    out.display()
+                ))
+                .into());
+            }
+            replaceable(out).map_err(|why| {
+                UsageError(format!(
+                    "--overwrite: {} is not a directory mlhost compiled, so it is not replaced: {why}",
+                    out.display()
+                ))
+            })?;
+        }
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        require_dir(parent, "output directory")?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".mlhost-compile-")
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+        let staged = tmp.path().join("output");
+        Ok(Output {
+            out: out.to_path_buf(),
+            tmp,
+            staged,
+        })
+    }
+
+    /// Puts the staged output in place.
+    fn finish(self) -> anyhow::Result<()> {
+        plugin_api::dir::put_in_place(&self.staged, &self.out).with_context(|| {
+            format!(
+                "moving {} into place at {}",
+                self.staged.display(),
+                self.out.display()
+            )
+        })?;
+        drop(self.tmp);
+        Ok(())
+    }
+}
+
+/// `Ok` if `dir` holds what `mlhost compile` writes for one model: `rbln_config.json`, and
+/// otherwise only `config.json` and artifacts of a loaded compiler; else what else it holds.
+fn compiled_model_dir(registry: &PluginRegistry, dir: &Path) -> Result<(), String> {
+    let exts: Vec<String> = registry
+        .compilers
+        .values()
+        .map(|c| format!(".{}", c.item.artifact_extension()))
+        .collect();
+    let extra = plugin_api::dir::unexpected_entries(dir, |name, is_dir| {
+        !is_dir
+            && (name == "rbln_config.json"
+                || name == "config.json"
+                || exts.iter().any(|e| name.ends_with(e.as_str())))
+    })
+    .map_err(|e| format!("cannot list it: {e}"))?;
+    if !extra.is_empty() {
+        return Err(format!("it holds {}", extra.join(", ")));
+    }
+    if !dir.join("rbln_config.json").is_file() {
+        return Err("it has no rbln_config.json".into());
+    }
+    Ok(())
+}
+
+/// `Ok` if `dir` holds what compiling a manifest writes: `model_index.json`, `manifest.yaml`
+/// and one compiled model directory per model ([`compiled_model_dir`]).
+fn compiled_manifest_dir(registry: &PluginRegistry, dir: &Path) -> Result<(), String> {
+    let why = std::cell::RefCell::new(Vec::new());
+    let extra = plugin_api::dir::unexpected_entries(dir, |name, is_dir| {
+        if is_dir {
+            match compiled_model_dir(registry, &dir.join(name)) {
+                Ok(()) => true,
+                Err(e) => {
+                    why.borrow_mut().push(format!("({name}/: {e})"));
+                    false
+                }
+            }
+        } else {
+            name == "model_index.json" || name == "manifest.yaml"
+        }
+    })
+    .map_err(|e| format!("cannot list it: {e}"))?;
+    if !extra.is_empty() {
+        let why = why.into_inner().join(" ");
+        return Err(format!("it holds {} {why}", extra.join(", "))
+            .trim_end()
+            .to_string());
+    }
+    if !dir.join("model_index.json").is_file() {
+        return Err("it has no model_index.json".into());
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ pub use op::*;
 pub use shapes::infer_node_shape;
 
 use crate::error::PluginError;
-use crate::tensor::{shape_str, Tensor};
+use crate::tensor::{checked_bytes, shape_str, Tensor};
 use abi_stable::std_types::{RString, RVec};
 use abi_stable::StableAbi;
 use serde::{Deserialize, Serialize};
@@ -118,8 +118,14 @@ impl Graph {
     pub fn infer_shapes(&self) -> Result<Vec<Vec<usize>>, PluginError> {
         let mut node_shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         let ctx = |msg: String| PluginError::invalid(format!("graph '{}': {msg}", self.name));
+        for inp in self.inputs.iter() {
+            checked_bytes(&inp.shape, 4)
+                .map_err(|e| ctx(format!("input '{}': {}", inp.name, e.message())))?;
+        }
         for (i, c) in self.constants.iter().enumerate() {
-            let n: usize = c.shape.iter().product();
+            let n = checked_bytes(&c.shape, 4)
+                .map_err(|e| ctx(format!("constant #{i} '{}': {}", c.name, e.message())))?
+                / 4;
             if c.data.len() != n {
                 return Err(ctx(format!(
                     "constant #{i} '{}' of shape {} has {} elements, expected {n}",
@@ -152,6 +158,14 @@ impl Graph {
                     "node #{i} '{}' ({}): {m}",
                     node.name,
                     node.op.kind_name()
+                ))
+            })?;
+            checked_bytes(&out, 4).map_err(|e| {
+                ctx(format!(
+                    "node #{i} '{}' ({}): output {}",
+                    node.name,
+                    node.op.kind_name(),
+                    e.message()
                 ))
             })?;
             node_shapes.push(out);
@@ -270,5 +284,36 @@ impl GraphBlob {
             c.data = data;
         }
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_values_whose_bytes_overflow_are_invalid_arguments() {
+        let mut g = GraphBuilder::new("huge");
+        let x = g.input("x", vec![1 << 50, 4, 64, 64]);
+        let y = g.activation("y", x, Activation::Silu);
+        g.output("y", y);
+        let e = g.finish().and_then(|g| g.infer_shapes()).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+        assert!(
+            e.message().contains("input 'x'")
+                && e.message().contains("[1125899906842624, 4, 64, 64]"),
+            "{e}"
+        );
+        let mut g = GraphBuilder::new("up");
+        // 2^61 bytes in, 2^63 bytes out.
+        let x = g.input("x", vec![1 << 21, 4, 1 << 18, 1 << 18]);
+        let y = g.upsample_nearest_2x("up", x);
+        g.output("y", y);
+        let e = g.finish().and_then(|g| g.infer_shapes()).unwrap_err();
+        assert!(
+            e.message().contains("node #0 'up'")
+                && e.message().contains("[2097152, 4, 524288, 524288]"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Shape rules of every op.
 
 use super::op::*;
-use crate::tensor::shape_str;
+use crate::tensor::{checked_numel, shape_str};
 
 fn arity(inputs: &[&[usize]], allowed: &[usize]) -> Result<(), String> {
     if allowed.contains(&inputs.len()) {
@@ -61,7 +61,18 @@ pub fn infer_node_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, Stri
                 return Err("stride must be positive".into());
             }
             let [pt, pl, pb, pr] = c.padding;
-            let (hp, wp) = (x[2] + pt + pb, x[3] + pl + pr);
+            let padded = |d: usize, a: usize, b: usize| {
+                d.checked_add(a)
+                    .and_then(|d| d.checked_add(b))
+                    .ok_or_else(|| {
+                        format!(
+                            "padding {:?} of input {} overflows",
+                            c.padding,
+                            shape_str(x)
+                        )
+                    })
+            };
+            let (hp, wp) = (padded(x[2], pt, pb)?, padded(x[3], pl, pr)?);
             if hp < w[2] || wp < w[3] || w[2] == 0 || w[3] == 0 {
                 return Err(format!(
                     "kernel {}x{} does not fit padded input {}x{}",
@@ -133,7 +144,11 @@ pub fn infer_node_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, Stri
             arity(inputs, &[1])?;
             let x = inputs[0];
             rank("upsample input", x, 4)?;
-            Ok(vec![x[0], x[1], x[2] * 2, x[3] * 2])
+            let double = |d: usize| {
+                d.checked_mul(2)
+                    .ok_or_else(|| format!("upsampling {} overflows", shape_str(x)))
+            };
+            Ok(vec![x[0], x[1], double(x[2])?, double(x[3])?])
         }
         Op::Linear => {
             arity(inputs, &[2, 3])?;
@@ -211,7 +226,10 @@ pub fn infer_node_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, Stri
         }
         Op::Reshape(r) => {
             arity(inputs, &[1])?;
-            let (a, b): (usize, usize) = (inputs[0].iter().product(), r.shape.iter().product());
+            let count = |s: &[usize]| {
+                checked_numel(s).ok_or_else(|| format!("shape {} overflows", shape_str(s)))
+            };
+            let (a, b) = (count(inputs[0])?, count(&r.shape)?);
             if a != b {
                 return Err(format!(
                     "cannot reshape {} ({a} elements) to {} ({b} elements)",
@@ -293,5 +311,21 @@ mod tests {
             infer_node_shape(&Op::Linear, &[&[2, 5, 3], &[4, 3], &[4]]).unwrap(),
             vec![2, 5, 4]
         );
+    }
+
+    #[test]
+    fn overflowing_shapes_are_errors_naming_the_shape() {
+        let big = usize::MAX / 2 + 1;
+        let conv = Op::Conv2d(Conv2d {
+            stride: [1, 1],
+            padding: [big, 0, big, 0],
+        });
+        let e = infer_node_shape(&conv, &[&[1, 4, 8, 8], &[5, 4, 3, 3]]).unwrap_err();
+        assert!(e.contains("overflows") && e.contains("[1, 4, 8, 8]"), "{e}");
+        let e = infer_node_shape(&Op::UpsampleNearest2x, &[&[1, 4, big, 8]]).unwrap_err();
+        assert!(e.contains(&format!("[1, 4, {big}, 8]")), "{e}");
+        let reshape = Op::Reshape(Reshape { shape: vec![2] });
+        let e = infer_node_shape(&reshape, &[&[big, 4]]).unwrap_err();
+        assert!(e.contains(&format!("[{big}, 4]")), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! The stable-ABI boundary: trait implementations (each through [`plugin_api::guard`]) and the
 //! exported root module. The only file that uses abi_stable.
 
-use crate::{NpuCompiler, NpuDevice, NpuExecutable};
+use crate::plugin::{NpuCompiler, NpuDevice, ARTIFACT_EXTENSION, DESCRIPTION, NAME};
+use crate::runtime::executable::NpuExecutable;
 use abi_stable::export_root_module;
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_extern_fn;
@@ -21,10 +22,10 @@ fn guarded<T>(f: impl FnOnce() -> T, fallback: T) -> T {
 
 impl Compiler for NpuCompiler {
     fn name(&self) -> RString {
-        guarded(|| crate::NAME.into(), RString::new())
+        guarded(|| NAME.into(), RString::new())
     }
     fn artifact_extension(&self) -> RString {
-        guarded(|| crate::ARTIFACT_EXTENSION.into(), RString::new())
+        guarded(|| ARTIFACT_EXTENSION.into(), RString::new())
     }
     fn compile(
         &self,
@@ -51,7 +52,7 @@ impl Compiler for NpuCompiler {
 
 impl Device for NpuDevice {
     fn name(&self) -> RString {
-        guarded(|| crate::NAME.into(), RString::new())
+        guarded(|| NAME.into(), RString::new())
     }
     fn description(&self) -> RString {
         guarded(|| self.description_text().into(), RString::new())
@@ -97,10 +98,10 @@ pub fn backend() -> Backend {
 #[sabi_extern_fn]
 fn info() -> PluginInfo {
     PluginInfo {
-        name: crate::NAME.into(),
+        name: NAME.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         abi_version: plugin_api::ABI_VERSION.into(),
-        description: crate::DESCRIPTION.into(),
+        description: DESCRIPTION.into(),
     }
 }
 

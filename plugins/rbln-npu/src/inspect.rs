@@ -1,7 +1,7 @@
 //! Human-readable summary of an artifact.
 
 use crate::artifact;
-use crate::program::Program;
+use crate::program::{Algo, Program, Role, Step};
 use plugin_api::tensor::shape_str;
 use plugin_api::PluginError;
 use std::collections::BTreeMap;
@@ -95,19 +95,22 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
 /// The compiler's cost estimate of a step in cycles: the `SelectWinograd` models for
 /// convolutions, multiply-adds at 16 per cycle for matmuls, and one cycle per 4 elements for
 /// memory-bound steps.
-fn estimated_cycles(p: &Program, st: &crate::program::Step) -> f64 {
-    use crate::compiler::passes::{direct_cost, winograd_cost};
+fn estimated_cycles(p: &Program, st: &Step) -> f64 {
+    use crate::compiler::passes::{im2col_gemm_cost, winograd_cost};
     use plugin_api::graph::Op;
     let out = &p.values[st.output].shape;
     let numel: usize = out.iter().product();
     match &st.op {
         Op::Conv2d(_) => {
-            let w = &p.values[st.inputs[1]].shape;
+            let w = &p.values[st
+                .operand(Role::Weight)
+                .expect("convolutions have a weight")]
+            .shape;
             let pixels = out[2] * out[3];
-            if st.algo == crate::program::Algo::WinogradF4 {
+            if st.algo == Algo::WinogradF4 {
                 winograd_cost(w[0], w[1], out[0] * out[2].div_ceil(4) * out[3].div_ceil(4))
             } else {
-                direct_cost(w[0], w[1] * w[2] * w[3], pixels) * out[0] as f64
+                im2col_gemm_cost(w[0], w[1] * w[2] * w[3], pixels) * out[0] as f64
             }
         }
         Op::Linear | Op::MatMul(_) | Op::Attention(_) => {

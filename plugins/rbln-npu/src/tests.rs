@@ -654,7 +654,7 @@ fn fuse_residual_add_on_a_small_graph() {
         .program()
         .steps
         .iter()
-        .map(|s| (s.name.as_str(), s.residual))
+        .map(|s| (s.name.as_str(), s.residual.is_some()))
         .collect();
     assert_eq!(steps, [("short", false), ("conv", true)]);
     let geom = |k: usize, pad: usize| ConvGeom {
@@ -674,6 +674,100 @@ fn fuse_residual_add_on_a_small_graph() {
     for (i, (&g, &w)) in got[0].tensor.data().iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 4e-4 * scale, "{i}: {g} vs {w}");
     }
+}
+
+/// The artifact's plan JSON keeps the step record of format version 3, which named roles must
+/// not change: a residual is the last of the `inputs`, flagged `"residual": true`, and the GEMM
+/// kernel is spelled `Direct`. Decoding such a record gives the residual its own role again.
+#[test]
+fn step_records_keep_format_version_3() {
+    use crate::program::{Algo, Role, Step};
+    let mut g = GraphBuilder::new("res");
+    let xi = g.input("x", vec![1, 24, 12, 20]);
+    let cw3 = g.constant("conv.weight", vec![24, 24, 3, 3], vec![0.1; 24 * 24 * 9]);
+    let cb3 = g.constant("conv.bias", vec![24], vec![0.2; 24]);
+    let cw1 = g.constant("short.weight", vec![24, 24, 1, 1], vec![0.3; 24 * 24]);
+    let y = g.conv2d("conv", xi, cw3, Some(cb3), [1, 1], [1, 1, 1, 1]);
+    let s = g.conv2d("short", xi, cw1, None, [1, 1], [0, 0, 0, 0]);
+    let out = g.add("sum", y, s);
+    g.output("y", out);
+    let bytes = compile_graph(g.finish().unwrap(), "").unwrap();
+    let header = crate::artifact::HEADER_LEN;
+    let json_len = u64::from_le_bytes(bytes[header..header + 8].try_into().unwrap()) as usize;
+    let plan: serde_json::Value =
+        serde_json::from_slice(&bytes[header + 8..header + 8 + json_len]).unwrap();
+    let record = |name: &str| {
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (conv, short) = (record("conv"), record("short"));
+    assert_eq!(conv["residual"], true);
+    assert_eq!(conv["algo"], "WinogradF4");
+    assert_eq!(conv["inputs"].as_array().unwrap().len(), 4);
+    assert_eq!(short["residual"], false);
+    assert_eq!(short["algo"], "Direct");
+    assert_eq!(short["inputs"].as_array().unwrap().len(), 2);
+    let step: Step = serde_json::from_value(conv.clone()).unwrap();
+    let inputs = conv["inputs"].as_array().unwrap();
+    let id = |i: usize| inputs[i].as_u64().unwrap() as usize;
+    assert_eq!(step.inputs, [id(0), id(1), id(2)]);
+    assert_eq!(step.operand(Role::Bias), Some(id(2)));
+    assert_eq!(step.operand(Role::Residual), Some(id(3)));
+    assert_eq!(step.slot(Role::Residual), Some(3));
+    let step: Step = serde_json::from_value(short).unwrap();
+    assert_eq!(
+        (step.algo, step.residual, step.operand(Role::Bias)),
+        (Algo::Gemm, None, None)
+    );
+    assert_eq!(serde_json::to_value(&step).unwrap(), record("short"));
+    let mut bad = conv;
+    bad["inputs"] = serde_json::json!([]);
+    let e = serde_json::from_value::<Step>(bad).unwrap_err();
+    assert!(
+        e.to_string().contains("has a residual but no operands"),
+        "{e}"
+    );
+}
+
+/// A plan whose run needs more memory than the budget (the `memory_budget` option, or the
+/// default) is a compile error naming the bytes of each part; loading an artifact checks the
+/// same budget, so one compiled with a larger budget (here: then edited and re-checksummed) fails
+/// with the same error instead of aborting on allocation.
+#[test]
+fn plans_beyond_the_memory_budget_are_refused_when_compiling_and_loading() {
+    let e = crate::compiler::compile(case().graph, r#"{"memory_budget": 1000}"#, &|_, _, _| {})
+        .unwrap_err();
+    assert_eq!(e.kind, plugin_api::ErrorKind::InvalidArgument);
+    for needle in [
+        "graph 'tiny' needs",
+        "bytes of memory to run (arena",
+        "memory budget of 1000 bytes",
+        "memory_budget option",
+    ] {
+        assert!(e.message().contains(needle), "{needle}: {e}");
+    }
+    let bytes = compile_graph(case().graph, r#"{"memory_budget": 1000000000}"#).unwrap();
+    let mut p = crate::artifact::decode(&bytes).unwrap();
+    let f = p.footprint();
+    assert!(f.arena > 0 && f.weights > 0, "{f:?}");
+    p.target.memory_budget = Some(f.total() - 1);
+    let load = NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap_err();
+    assert!(
+        load.message()
+            .contains(&format!("needs {} bytes", f.total())),
+        "{load}"
+    );
+    p.target.memory_budget = Some(f.total());
+    NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).unwrap();
+    // An arena of 2^60 floats exceeds any machine: refused at load, whatever the budget says.
+    p.target.memory_budget = Some(u64::MAX);
+    p.memory.as_mut().unwrap().arena_len = 1 << 60;
+    assert!(NpuExecutable::load(&crate::artifact::encode(&p).unwrap()).is_err());
 }
 
 /// In-place steps (group norm with and without SiLU, activation, add over either operand,

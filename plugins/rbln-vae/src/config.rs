@@ -150,6 +150,26 @@ fn positive(field: &str, v: i64) -> Result<usize, PluginError> {
     }
 }
 
+/// Upper bounds on the architecture fields, checked before anything is sized from them (the
+/// key list, the graphs): far above every diffusers VAE (SD: 4 blocks of at most 512 channels,
+/// 2 layers per block), far below what would exhaust memory just describing the model.
+pub const MAX_BLOCKS: usize = 8;
+/// See [`MAX_BLOCKS`].
+pub const MAX_LAYERS_PER_BLOCK: usize = 64;
+/// See [`MAX_BLOCKS`] (every channel count: blocks, image, latent).
+pub const MAX_CHANNELS: usize = 16384;
+
+fn bounded(field: &str, v: i64, max: usize) -> Result<usize, PluginError> {
+    let n = positive(field, v)?;
+    if n > max {
+        return Err(bad(
+            field,
+            format!("{n} exceeds the limit of {max} this plugin accepts"),
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses diffusers' `act_fn` name.
 pub fn parse_activation(name: &str) -> Option<Activation> {
     match name {
@@ -188,11 +208,17 @@ impl AutoencoderKLConfig {
         if n == 0 {
             return Err(bad("block_out_channels", "must not be empty"));
         }
+        if n > MAX_BLOCKS {
+            return Err(bad(
+                "block_out_channels",
+                format!("{n} blocks exceed the limit of {MAX_BLOCKS} this plugin accepts"),
+            ));
+        }
         let boc = file
             .block_out_channels
             .iter()
             .enumerate()
-            .map(|(i, &c)| positive(&format!("block_out_channels[{i}]"), c))
+            .map(|(i, &c)| bounded(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS))
             .collect::<Result<Vec<_>, _>>()?;
         for (field, types, want) in [
             (
@@ -223,10 +249,14 @@ impl AutoencoderKLConfig {
                 file.act_fn
             ))
         })?;
-        let in_channels = positive("in_channels", file.in_channels)?;
-        let out_channels = positive("out_channels", file.out_channels)?;
-        let latent_channels = positive("latent_channels", file.latent_channels)?;
-        let layers_per_block = positive("layers_per_block", file.layers_per_block)?;
+        let in_channels = bounded("in_channels", file.in_channels, MAX_CHANNELS)?;
+        let out_channels = bounded("out_channels", file.out_channels, MAX_CHANNELS)?;
+        let latent_channels = bounded("latent_channels", file.latent_channels, MAX_CHANNELS)?;
+        let layers_per_block = bounded(
+            "layers_per_block",
+            file.layers_per_block,
+            MAX_LAYERS_PER_BLOCK,
+        )?;
         let groups = positive("norm_num_groups", file.norm_num_groups)?;
         for (i, &c) in boc.iter().enumerate() {
             if c % groups != 0 {

@@ -134,3 +134,39 @@ fn to_json_round_trips() {
     assert_eq!(back, c);
     assert_eq!(c.to_json()["_class_name"], "AutoencoderKL");
 }
+
+/// Architecture fields are bounded before anything is sized from them: `layers_per_block:
+/// 1000000000` would otherwise list a billion resnets per block.
+#[test]
+fn architecture_fields_are_bounded() {
+    let nine = serde_json::json!([32, 32, 32, 32, 32, 32, 32, 32, 32]);
+    for (field, value, needle) in [
+        (
+            "layers_per_block",
+            serde_json::json!(1000000000),
+            "layers_per_block: 1000000000 exceeds the limit of 64",
+        ),
+        (
+            "latent_channels",
+            serde_json::json!(100000),
+            "latent_channels: 100000 exceeds the limit of 16384",
+        ),
+        (
+            "block_out_channels",
+            nine,
+            "block_out_channels: 9 blocks exceed the limit of 8",
+        ),
+        (
+            "block_out_channels",
+            serde_json::json!([1048576, 512, 512, 512]),
+            "block_out_channels[0]: 1048576 exceeds",
+        ),
+    ] {
+        let mut cfg: serde_json::Value = serde_json::from_str(SD15).unwrap();
+        cfg[field] = value;
+        let e = err(&cfg.to_string());
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message().contains(needle), "{field}: {e}");
+        assert!(e.message().starts_with("config.json"), "{e}");
+    }
+}

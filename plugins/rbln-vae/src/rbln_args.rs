@@ -4,6 +4,9 @@
 use plugin_api::{DType, PluginError};
 use serde_json::{Map, Value};
 
+/// The `cls_name` written to and expected in `rbln_config.json`.
+pub const CLS_NAME: &str = "RBLNAutoencoderKLConfig";
+
 /// `device`: one device index or a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -14,7 +17,7 @@ pub enum DeviceSpec {
 }
 
 /// The compile-time keys, in the order `rbln_config.json` writes them (after `_compile_cfgs`).
-pub(crate) const COMPILE_KEYS: [&str; 10] = [
+pub(crate) const COMPILE_KEYS: [&str; 11] = [
     "dtype",
     "npu",
     "num_devices",
@@ -25,6 +28,7 @@ pub(crate) const COMPILE_KEYS: [&str; 10] = [
     "latent_channels",
     "sample_size",
     "winograd",
+    "memory_budget",
 ];
 /// The runtime keys, never written to `rbln_config.json`.
 pub(crate) const RUNTIME_KEYS: [&str; 5] = [
@@ -48,6 +52,7 @@ pub(crate) struct Args {
     pub npu: Option<String>,
     pub num_devices: Option<u64>,
     pub winograd: Option<bool>,
+    pub memory_budget: Option<u64>,
     pub device: Option<DeviceSpec>,
     pub device_map: Option<Vec<(String, u64)>>,
     pub create_runtimes: Option<bool>,
@@ -129,6 +134,15 @@ pub(crate) fn dtype(v: &Value) -> Result<DType, PluginError> {
     }
 }
 
+/// `memory_budget`: a positive number of bytes.
+pub(crate) fn memory_budget(v: &Value) -> Result<u64, PluginError> {
+    v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+        invalid(format!(
+            "memory_budget must be a positive number of bytes, got {v}"
+        ))
+    })
+}
+
 fn vae_scale_factor(v: &Value) -> Result<usize, PluginError> {
     if let Some(f) = v.as_f64() {
         if f > 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64 {
@@ -151,10 +165,10 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
         }
         match k.as_str() {
             "cls_name" => {
-                if v.as_str() != Some(crate::rbln_config::CLS_NAME) {
+                if v.as_str() != Some(CLS_NAME) {
                     return Err(invalid(format!(
                         "cls_name must be \"{}\", got {v}",
-                        crate::rbln_config::CLS_NAME
+                        CLS_NAME
                     )));
                 }
             }
@@ -166,6 +180,7 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
             "latent_channels" => a.latent_channels = Some(positive(k, v)?),
             "dtype" => a.dtype = Some(dtype(v)?),
             "winograd" => a.winograd = Some(boolean(k, v)?),
+            "memory_budget" => a.memory_budget = Some(memory_budget(v)?),
             "npu" => {
                 let s = v.as_str().ok_or_else(|| {
                     invalid(format!(

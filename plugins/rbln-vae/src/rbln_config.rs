@@ -2,15 +2,13 @@
 //! `rbln_config.json`) and how it runs (runtime options, never written).
 
 use crate::config::AutoencoderKLConfig;
-pub use crate::rbln_args::{merge_user_config, DeviceSpec};
+pub use crate::rbln_args::{merge_user_config, DeviceSpec, CLS_NAME};
 use crate::rbln_args::{parse_args, positive, sample_size, Args};
 use plugin_api::{DType, PluginError};
 use serde_json::{json, Map, Value};
 
 /// The file a compiled directory is recognised by.
 pub const RBLN_CONFIG_FILE: &str = "rbln_config.json";
-/// The `cls_name` written to and expected in `rbln_config.json`.
-pub const CLS_NAME: &str = "RBLNAutoencoderKLConfig";
 
 /// Runtime options: how a compiled model runs. Never written to `rbln_config.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +61,10 @@ pub struct RBLNAutoencoderKLConfig {
     /// to `rbln_config.json` only when given). False keeps every convolution on the GEMM path,
     /// whose results match a plain convolution to float rounding.
     pub winograd: Option<bool>,
+    /// The most memory, in bytes, one run of a compiled graph may need (compile-time; written
+    /// only when given; default: the compiler's, rbln-npu's is 3/4 of the physical memory). A
+    /// larger plan is a compile error, and loading checks it again.
+    pub memory_budget: Option<u64>,
     /// How it runs.
     pub runtime: RuntimeOptions,
 }
@@ -114,6 +116,7 @@ impl RBLNAutoencoderKLConfig {
             npu: a.npu.clone(),
             num_devices: a.num_devices,
             winograd: a.winograd,
+            memory_budget: a.memory_budget,
             runtime: runtime_options(&a),
         };
         c.check_sample_size()?;
@@ -129,7 +132,7 @@ impl RBLNAutoencoderKLConfig {
     ) -> Result<RBLNAutoencoderKLConfig, PluginError> {
         let mut c = Self::from_stored(stored).map_err(|e| e.context(RBLN_CONFIG_FILE))?;
         let a = parse_args(user)?;
-        let frozen: [(&str, Option<Value>, Value); 9] = [
+        let frozen: [(&str, Option<Value>, Value); 10] = [
             (
                 "batch_size",
                 a.batch_size.map(|v| json!(v)),
@@ -171,6 +174,11 @@ impl RBLNAutoencoderKLConfig {
                 a.winograd.map(|v| json!(v)),
                 json!(c.winograd.unwrap_or(true)),
             ),
+            (
+                "memory_budget",
+                a.memory_budget.map(|v| json!(v)),
+                json!(c.memory_budget),
+            ),
         ];
         for (field, given, have) in frozen {
             if let Some(given) = given {
@@ -197,6 +205,12 @@ impl RBLNAutoencoderKLConfig {
                 m.get("cls_name").unwrap_or(&Value::Null)
             )));
         }
+        // The stored fields are the user-given keys plus two that only the file holds; an
+        // unknown one is refused as in `rbln_config` (a misspelled field would be ignored).
+        let mut given = m.clone();
+        given.remove("optimum_rbln_version");
+        given.remove("_compile_cfgs");
+        parse_args(&given)?;
         let field = |k: &str| {
             m.get(k)
                 .filter(|v| !v.is_null())
@@ -225,6 +239,10 @@ impl RBLNAutoencoderKLConfig {
                 Some(v) => Some(v.as_bool().ok_or_else(|| {
                     PluginError::invalid(format!("winograd must be true or false, got {v}"))
                 })?),
+            },
+            memory_budget: match m.get("memory_budget") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(crate::rbln_args::memory_budget(v)?),
             },
             runtime: RuntimeOptions::default(),
         };
@@ -255,6 +273,15 @@ impl RBLNAutoencoderKLConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The fields that size the compiled graphs, for messages: `batch_size 1, sample_size [512,
+    /// 512]`.
+    pub fn size_fields(&self) -> String {
+        format!(
+            "batch_size {}, sample_size [{}, {}]",
+            self.batch_size, self.sample_size.0, self.sample_size.1
+        )
     }
 
     /// `(H / vsf, W / vsf)`.
@@ -319,6 +346,9 @@ impl RBLNAutoencoderKLConfig {
         if let Some(w) = self.winograd {
             m.insert("winograd".into(), json!(w));
         }
+        if let Some(b) = self.memory_budget {
+            m.insert("memory_budget".into(), json!(b));
+        }
         Value::Object(m).to_string()
     }
 
@@ -338,6 +368,9 @@ impl RBLNAutoencoderKLConfig {
         });
         if let (Some(w), Some(m)) = (self.winograd, v.as_object_mut()) {
             m.insert("winograd".into(), json!(w));
+        }
+        if let (Some(b), Some(m)) = (self.memory_budget, v.as_object_mut()) {
+            m.insert("memory_budget".into(), json!(b));
         }
         v
     }

@@ -253,3 +253,45 @@ fn tiny_config_sample_size_default() {
     let c = RBLNAutoencoderKLConfig::for_export(&Map::new(), &tiny_config("{}")).unwrap();
     assert_eq!((c.sample_size, c.vae_scale_factor), ((16, 16), 2));
 }
+
+/// An unknown key in a stored `rbln_config.json` is refused as in a user's `rbln_config`,
+/// naming the file and the key.
+#[test]
+fn unknown_stored_keys_are_refused() {
+    let mut stored = export("{}").unwrap().to_json();
+    stored["batch_sise"] = 2.into();
+    let e = RBLNAutoencoderKLConfig::for_load(&stored, &Map::new()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(
+        e.message()
+            .starts_with("rbln_config.json: Unexpected arguments: batch_sise"),
+        "{e}"
+    );
+}
+
+/// `memory_budget` goes to the compiler, is written only when given, and is frozen on load.
+#[test]
+fn memory_budget_is_a_compile_time_field() {
+    assert!(export("{}")
+        .unwrap()
+        .to_json()
+        .get("memory_budget")
+        .is_none());
+    let c = export(r#"{"memory_budget": 1000000}"#).unwrap();
+    assert_eq!(c.compile_options_json(), r#"{"memory_budget":1000000}"#);
+    let stored = c.to_json();
+    assert_eq!(stored["memory_budget"], 1000000);
+    let back = RBLNAutoencoderKLConfig::for_load(&stored, &Map::new()).unwrap();
+    assert_eq!(back.memory_budget, Some(1000000));
+    let e =
+        RBLNAutoencoderKLConfig::for_load(&stored, &user(r#"{"memory_budget": 5}"#)).unwrap_err();
+    assert!(e.message().starts_with("memory_budget"), "{e}");
+    for bad in ["0", "-1", "1.5", "\"1GB\""] {
+        let e = export(&format!(r#"{{"memory_budget": {bad}}}"#)).unwrap_err();
+        assert!(
+            e.message()
+                .contains("memory_budget must be a positive number of bytes"),
+            "{e}"
+        );
+    }
+}

@@ -5,7 +5,8 @@ use crate::distribution::LatentDistribution;
 use crate::graph::{build_decoder, build_encoder, DECODER, ENCODER};
 use crate::model::AutoencoderKL;
 use crate::rbln_config::{merge_user_config, RBLNAutoencoderKLConfig, CLS_NAME, RBLN_CONFIG_FILE};
-use crate::save::write_dir_atomically;
+use crate::save::{write_dir_atomically, Overwrite, Target};
+use crate::weights::WEIGHTS_FILE;
 use plugin_api::abi_stable::std_types::{RStr, RVec};
 use plugin_api::tensor::shape_str;
 use plugin_api::{
@@ -90,6 +91,8 @@ pub struct RBLNAutoencoderKL {
     extension: String,
     /// Creates the runtimes that are made on first use.
     device: DeviceBox,
+    /// The directory the model was read from (`from_pretrained`), which saving never writes.
+    source: Option<std::path::PathBuf>,
 }
 
 fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
@@ -226,6 +229,19 @@ fn load_part(
     })
 }
 
+/// The names of the files in `dir` ending in `.{ext}`, sorted.
+fn compiled_artifacts(dir: &Path, ext: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(&format!(".{ext}")))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The runtime `when` for part `name` with `create_runtimes`.
 fn when(create_runtimes: bool, name: &str) -> When {
     match (create_runtimes, name == ENCODER.0) {
@@ -255,18 +271,37 @@ impl RBLNAutoencoderKL {
             )));
         }
         let user = merge_user_config(&rbln_config, &rbln_kwargs)?;
+        let has = |name: &str| dir.join(name).exists();
         let export = match export {
             Export::Auto if Self::is_compiled_dir(dir) => Export::No,
+            // Not a diffusers directory; loading it says what is wrong with its rbln_config.json.
+            Export::Auto if has(RBLN_CONFIG_FILE) && !has(WEIGHTS_FILE) => Export::No,
             Export::Auto => Export::Yes,
             e => e,
         };
         if export == Export::No {
-            return Self::load_compiled(dir, &user, backend);
+            let mut vae = Self::load_compiled(dir, &user, backend)?;
+            vae.source = Some(dir.to_path_buf());
+            return Ok(vae);
+        }
+        let ext = backend.compiler.artifact_extension().into_string();
+        let artifacts = compiled_artifacts(dir, &ext);
+        if !has(WEIGHTS_FILE) && !has(RBLN_CONFIG_FILE) && !artifacts.is_empty() {
+            return Err(PluginError::not_found(format!(
+                "{} does not exist: {} holds compiled artifacts ({}) but no {RBLN_CONFIG_FILE}, \
+                 so it cannot be loaded as a compiled model, and no {WEIGHTS_FILE} to compile \
+                 from (restore {RBLN_CONFIG_FILE}, or compile the diffusers model again)",
+                dir.join(RBLN_CONFIG_FILE).display(),
+                dir.display(),
+                artifacts.join(", ")
+            )));
         }
         report(progress, "load weights", 0, 1);
         let model = AutoencoderKL::from_dir(dir)?;
         report(progress, "load weights", 1, 1);
-        Self::compile(model, &user, backend, progress)
+        let mut vae = Self::compile(model, &user, backend, progress)?;
+        vae.source = Some(dir.to_path_buf());
+        Ok(vae)
     }
 
     /// Compiles an in-memory model with `rbln_config` (a JSON object or `null`).
@@ -291,16 +326,19 @@ impl RBLNAutoencoderKL {
         let (h, w) = rc.sample_size;
         let mut parts = Vec::new();
         for p in rc.parts() {
+            // Errors name the fields that size the graph (e.g. a plan beyond the memory budget).
+            let what = format!("compiling the {} for {}", p.name, rc.size_fields());
             let graph = if p.name == ENCODER.0 {
-                build_encoder(&model, rc.batch_size, h, w)?
+                build_encoder(&model, rc.batch_size, h, w)
             } else {
-                build_decoder(&model, rc.batch_size, h, w)?
-            };
+                build_decoder(&model, rc.batch_size, h, w)
+            }
+            .map_err(|e| e.context(&what))?;
             let artifact = backend
                 .compiler
                 .compile(graph.into_blob()?, RStr::from(options.as_str()), progress)
                 .into_result()
-                .map_err(|e| e.context(format!("compiling the {}", p.name)))?
+                .map_err(|e| e.context(&what))?
                 .into_vec();
             let io = specs(&rc, &model.config, p.name);
             parts.push(load_part(
@@ -331,6 +369,7 @@ impl RBLNAutoencoderKL {
             vae_config,
             extension: backend.compiler.artifact_extension().into_string(),
             device: backend.device,
+            source: None,
         })
     }
 
@@ -359,7 +398,8 @@ impl RBLNAutoencoderKL {
                 dir.join(RBLN_CONFIG_FILE).display()
             ))
         })?;
-        let rc = RBLNAutoencoderKLConfig::for_load(&stored, user)?;
+        let rc = RBLNAutoencoderKLConfig::for_load(&stored, user)
+            .map_err(|e| e.context(dir.display()))?;
         let vae = AutoencoderKLConfig::from_dir(dir)?;
         for (field, stored_v, vae_v) in [
             ("in_channels", rc.in_channels, vae.in_channels),
@@ -391,15 +431,41 @@ impl RBLNAutoencoderKL {
                 Compiled::File(source, mapped),
                 io,
             )
-            .map_err(|e| e.context(dir.join(&file).display()))?;
+            .map_err(|e| {
+                e.context(format!(
+                    "{} (compiled for {})",
+                    dir.join(&file).display(),
+                    rc.size_fields()
+                ))
+            })?;
             parts.push(part);
         }
         Self::assemble(rc, vae, parts, backend)
     }
 
     /// Writes `encoder.<ext>` (if compiled), `decoder.<ext>`, `rbln_config.json` and the
-    /// diffusers `config.json` to `dir`, atomically (temporary sibling + rename).
+    /// diffusers `config.json` to `dir`, atomically (temporary sibling + rename). `dir` must not
+    /// exist or be empty (see [`save_pretrained_overwrite`](Self::save_pretrained_overwrite)),
+    /// and is never the directory the model was loaded from.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), PluginError> {
+        self.save(dir.as_ref(), Overwrite::No)
+    }
+
+    /// [`save_pretrained`](Self::save_pretrained), replacing `dir` if it is a previous compiled
+    /// directory (only `rbln_config.json`, `config.json` and `*.<ext>` files); a directory
+    /// holding anything else is an error naming those files, and nothing is deleted.
+    pub fn save_pretrained_overwrite(&self, dir: impl AsRef<Path>) -> Result<(), PluginError> {
+        self.save(dir.as_ref(), Overwrite::Compiled)
+    }
+
+    fn save(&self, dir: &Path, overwrite: Overwrite) -> Result<(), PluginError> {
+        let target = Target {
+            overwrite,
+            files: &[RBLN_CONFIG_FILE, CONFIG_FILE],
+            extension: &self.extension,
+            source: self.source.as_deref(),
+        };
+        crate::save::check_target(dir, &target)?;
         let json = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON values serialize");
         let mut files = Vec::new();
         for part in self.encoder.iter().chain([&self.decoder]) {
@@ -413,7 +479,7 @@ impl RBLNAutoencoderKL {
             json(&self.rbln_config.to_json()),
         ));
         files.push((CONFIG_FILE.to_string(), json(&self.vae_config.to_json())));
-        write_dir_atomically(dir.as_ref(), &files)
+        write_dir_atomically(dir, &files, &target)
     }
 
     fn run(&self, part: &Part, method: &str, x: &Tensor) -> Result<Tensor, PluginError> {

@@ -2,6 +2,7 @@
 //! implies (keys exactly as diffusers names them), legacy attention key conversion and checking.
 
 use crate::config::AutoencoderKLConfig;
+use plugin_api::tensor::safetensors_header::check_header;
 use plugin_api::tensor::shape_str;
 use plugin_api::PluginError;
 use safetensors::{Dtype, SafeTensors};
@@ -159,13 +160,16 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Weight>, PluginEr
     parse_safetensors(&bytes).map_err(|e| e.context(path.display()))
 }
 
-/// Decodes a safetensors buffer (see [`read_safetensors`]).
+/// Decodes a safetensors buffer (see [`read_safetensors`]). The header is checked first
+/// ([`check_header`]), so that a problem names the tensor it concerns.
 pub fn parse_safetensors(bytes: &[u8]) -> Result<HashMap<String, Weight>, PluginError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         PluginError::invalid(format!(
             "not a valid safetensors file (corrupt or truncated): {e}"
         ))
-    })?;
+    };
+    check_header(bytes).map_err(|e| invalid(&e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| invalid(&e))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();

@@ -139,8 +139,9 @@ fn save_load_round_trip() {
     let e = compile(&out, Export::No, Value::Null).err().unwrap();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(e.message().contains("decoder.ref"), "{e}");
-    // Saving over an existing directory replaces it.
-    m.save_pretrained(&out).unwrap();
+    // Saving over an existing directory replaces it, when asked to (issue 12: never without).
+    assert!(m.save_pretrained(&out).is_err());
+    m.save_pretrained_overwrite(&out).unwrap();
     assert!(out.join("decoder.ref").exists());
 }
 

@@ -60,7 +60,7 @@ pub fn lower(graph: Graph, node_shapes: Vec<Vec<usize>>, target: Target) -> Prog
             activation: None,
             algo: Default::default(),
             upsample_input: false,
-            residual: false,
+            residual: None,
         });
     }
     let outputs = graph

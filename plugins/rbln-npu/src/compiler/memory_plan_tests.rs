@@ -1,5 +1,6 @@
 use super::*;
 use crate::compiler::build_program;
+use crate::program::liveness::{check_no_overlap, check_plan};
 use crate::program::{Program, Target};
 use plugin_api::graph::GraphBuilder;
 use rand::{Rng, SeedableRng};

@@ -1,6 +1,8 @@
-//! Compiler options: a JSON object with `npu`, `num_devices` and `winograd` (bool, default true:
+//! Compiler options: a JSON object with `npu`, `num_devices`, `winograd` (bool, default true:
 //! 3x3 stride-1 convolutions may use the Winograd kernel; false keeps every convolution on the
-//! im2col GEMM, whose results match a plain convolution to float rounding).
+//! im2col GEMM, whose results match a plain convolution to float rounding) and `memory_budget`
+//! (bytes one run may need; default 3/4 of the physical memory, see
+//! [`crate::program::footprint`]).
 
 use crate::program::Target;
 use plugin_api::PluginError;
@@ -51,9 +53,19 @@ pub fn parse_options(options_json: &str) -> Result<Target, PluginError> {
                     ))
                 })?
             }
+            "memory_budget" => {
+                target.memory_budget = match v {
+                    serde_json::Value::Null => None,
+                    other => Some(other.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                        PluginError::invalid(format!(
+                            "compiler option 'memory_budget' must be a positive number of bytes or null, got {other}"
+                        ))
+                    })?),
+                }
+            }
             other => {
                 return Err(PluginError::invalid(format!(
-                    "unknown compiler option '{other}' (accepted: npu, num_devices, winograd)"
+                    "unknown compiler option '{other}' (accepted: npu, num_devices, winograd, memory_budget)"
                 )))
             }
         }

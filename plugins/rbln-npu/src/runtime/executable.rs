@@ -38,10 +38,13 @@ impl Drop for NpuExecutable {
 }
 
 impl NpuExecutable {
-    /// Verifies and loads artifact bytes (see [`artifact::decode`]).
+    /// Verifies and loads artifact bytes (see [`artifact::decode`]), and checks that a run fits
+    /// in the memory budget ([`Program::check_footprint`]).
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
+        let program = artifact::decode(bytes)?;
+        program.check_footprint()?;
         Ok(NpuExecutable {
-            program: Arc::new(artifact::decode(bytes)?),
+            program: Arc::new(program),
             pool: Arc::default(),
         })
     }

@@ -5,7 +5,7 @@ pub mod executable;
 pub mod profile;
 
 use crate::kernels::{attention, conv, eltwise, layout, matmul, norm, winograd};
-use crate::program::{Algo, Def, Layout, Loc, Program, Step};
+use crate::program::{Algo, Def, Layout, Loc, Program, Role, Step};
 use plugin_api::graph::Op;
 
 /// Read-only storage a step may read from besides the arena.
@@ -51,16 +51,13 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace
     let (before, rest) = arena.split_at_mut(offset);
     let (out, after) = rest.split_at_mut(len);
     let (before, after): (&[f32], &[f32]) = (before, after);
-    // An operand the planner placed on the output (see `in_place_slots`) is read through `out`.
-    let in_place = step
-        .inputs
-        .iter()
-        .position(|&v| len > 0 && mem.locs[v] == out_loc);
+    // An operand the planner placed on the output (see `program::ops::in_place_slots`) is read
+    // through `out`.
+    let in_place = step.reads().position(|v| len > 0 && mem.locs[v] == out_loc);
     let ins: Vec<&[f32]> = step
-        .inputs
-        .iter()
+        .reads()
         .enumerate()
-        .map(|(slot, &v)| match in_place {
+        .map(|(slot, v)| match in_place {
             Some(k) if k == slot => &[][..],
             _ => slice_of(mem.locs[v], src, before, after, offset + len),
         })
@@ -76,21 +73,15 @@ pub(crate) fn run_step(s: usize, src: &Sources<'_>, arena: &mut [f32], workspace
     }
 }
 
-fn packed(p: &Program, step: &Step, slot: usize) -> bool {
-    matches!(p.values[step.inputs[slot]].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain)
+/// Whether the step's weight is stored in a GEMM panel layout.
+fn packed_weight(p: &Program, step: &Step) -> bool {
+    step.operand(Role::Weight).is_some_and(
+        |v| matches!(p.values[v].def, Def::Weight(w) if p.weights[w].layout != Layout::Plain),
+    )
 }
 
-/// Operand slots a step's kernel can overwrite with its output: the memory planner places the
-/// output on such an operand when the operand dies at the step.
-pub(crate) fn in_place_slots(op: &Op) -> &'static [usize] {
-    match op {
-        Op::GroupNorm(_) | Op::Activation { .. } | Op::Scale(_) => &[0],
-        Op::Add => &[0, 1],
-        _ => &[],
-    }
-}
-
-/// Runs `step` whose operand `slot` lives in `out` (`ins[slot]` is empty).
+/// Runs `step` whose operand `slot` lives in `out` (`ins[slot]` is empty): one of
+/// [`program::ops::in_place_slots`](crate::program::ops::in_place_slots).
 fn execute_in_place(p: &Program, step: &Step, slot: usize, ins: &[&[f32]], out: &mut [f32]) {
     match &step.op {
         Op::GroupNorm(g) => {
@@ -107,6 +98,7 @@ fn execute_in_place(p: &Program, step: &Step, slot: usize, ins: &[&[f32]], out: 
     }
 }
 
+/// Runs `step` into `out`; `ins` holds the values it reads, by read slot ([`Step::reads`]).
 pub(crate) fn execute(
     p: &Program,
     step: &Step,
@@ -119,19 +111,14 @@ pub(crate) fn execute(
         Op::Conv2d(c) => {
             let (x, w) = (shape(0), shape(1));
             let up = if step.upsample_input { 2 } else { 1 };
+            let read = |role| step.slot(role).map(|k| ins[k]);
+            let (bias, residual) = (read(Role::Bias), read(Role::Residual));
             let g = conv::ConvGeom {
                 input: [x[0], x[1], up * x[2], up * x[3]],
                 c_out: w[0],
                 kernel: [w[2], w[3]],
                 stride: c.stride,
                 padding: c.padding,
-            };
-            // Operands: x, w, optional bias, then the residual when the step has one.
-            let (bias, residual) = if step.residual {
-                let n = ins.len();
-                ((n == 4).then(|| ins[2]), Some(ins[n - 1]))
-            } else {
-                (ins.get(2).copied(), None)
             };
             if step.algo == Algo::WinogradF4 {
                 let u: &[f32] = if p.stores_winograd_filters(step) {
@@ -142,7 +129,7 @@ pub(crate) fn execute(
                     u
                 };
                 winograd::conv3x3(&g, ins[0], step.upsample_input, u, bias, residual, out);
-            } else if packed(p, step, 1) {
+            } else if packed_weight(p, step) {
                 conv::conv2d_packed(&g, ins[0], ins[1], bias, out);
             } else {
                 conv::conv2d(&g, ins[0], ins[1], bias, out);
@@ -175,8 +162,8 @@ pub(crate) fn execute(
             let (x, w) = (shape(0), shape(1));
             let k = w[1];
             let rows = x.iter().product::<usize>() / k.max(1);
-            let bias = ins.get(2).copied();
-            if packed(p, step, 1) {
+            let bias = step.slot(Role::Bias).map(|k| ins[k]);
+            if packed_weight(p, step) {
                 matmul::linear_packed(ins[0], rows, k, ins[1], w[0], bias, out);
             } else {
                 matmul::linear(ins[0], rows, k, ins[1], w[0], bias, out);
@@ -217,24 +204,4 @@ pub(crate) fn execute(
         Op::Slice(s) => layout::slice(ins[0], shape(0), s.axis, s.start, s.end, out),
         other => unreachable!("validated plan: op {} has a kernel", other.kind_name()),
     }
-}
-
-/// Whether this runtime has a kernel for `op` (checked when a plan is validated).
-pub(crate) fn supports(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv2d(_)
-            | Op::GroupNorm(_)
-            | Op::Activation { .. }
-            | Op::Add
-            | Op::Scale(_)
-            | Op::UpsampleNearest2x
-            | Op::Linear
-            | Op::MatMul(_)
-            | Op::Softmax
-            | Op::Attention(_)
-            | Op::Reshape(_)
-            | Op::Transpose(_)
-            | Op::Slice(_)
-    )
 }

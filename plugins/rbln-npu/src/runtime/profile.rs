@@ -2,7 +2,7 @@
 //! steps (slowest first, with each step's share of the run and its effective GFLOP/s) and a
 //! summary per kernel to stderr.
 
-use crate::program::{Algo, Program, Step};
+use crate::program::{Algo, Program, Role, Step};
 use plugin_api::graph::Op;
 use plugin_api::tensor::shape_str;
 use std::collections::BTreeMap;
@@ -19,13 +19,17 @@ pub(crate) fn enabled() -> bool {
 /// Multiply-adds x 2 of a step as a direct (non-Winograd) computation, or 0 for memory-bound ops.
 pub fn step_flops(p: &Program, step: &Step) -> f64 {
     let shape = |v: usize| p.values[v].shape.as_slice();
+    let weight = || {
+        step.operand(Role::Weight)
+            .expect("validated: the op has a weight")
+    };
     let out: f64 = shape(step.output).iter().product::<usize>() as f64;
     match &step.op {
         Op::Conv2d(_) => {
-            let w = shape(step.inputs[1]);
+            let w = shape(weight());
             out * 2.0 * (w[1] * w[2] * w[3]) as f64
         }
-        Op::Linear => out * 2.0 * shape(step.inputs[1])[1] as f64,
+        Op::Linear => out * 2.0 * shape(weight())[1] as f64,
         Op::MatMul(_) => {
             let a = shape(step.inputs[0]);
             out * 2.0 * a[a.len() - 1] as f64
@@ -62,7 +66,7 @@ pub fn kernel_label(p: &Program, step: &Step) -> String {
     if step.upsample_input {
         k = format!("upsample2x+{k}");
     }
-    if step.residual {
+    if step.residual.is_some() {
         k.push_str("+residual");
     }
     if let Some(a) = step.activation {

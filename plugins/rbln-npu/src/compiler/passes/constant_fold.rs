@@ -3,8 +3,8 @@
 //! constant weights (read by nothing else) is folded into those weights and bias
 //! (`s (W x + b) = (s W) x + s b`; the VAE's attention scales `q` this way).
 
-use super::{Pass, ProgressFn};
-use crate::program::{Def, Layout, Program, ValueId, Weight};
+use super::pass::{Pass, ProgressFn};
+use crate::program::{Def, Layout, Program, Role, Step, ValueId, Weight};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 
@@ -18,6 +18,14 @@ fn constant(p: &Program, v: ValueId) -> Option<usize> {
     }
 }
 
+/// The read slots of a convolution's or linear layer's weight and bias: scaling the step's
+/// result scales them.
+fn parameters(st: &Step) -> impl Iterator<Item = usize> + '_ {
+    [Role::Weight, Role::Bias]
+        .into_iter()
+        .filter_map(|r| st.slot(r))
+}
+
 impl Pass for ConstantFold {
     fn name(&self) -> &'static str {
         "ConstantFold"
@@ -27,13 +35,12 @@ impl Pass for ConstantFold {
         // 1. Steps of constants only become constants.
         for s in 0..p.steps.len() {
             let st = &p.steps[s];
-            if st.inputs.is_empty() || !st.inputs.iter().all(|&v| constant(p, v).is_some()) {
+            if st.inputs.is_empty() || !st.reads().all(|v| constant(p, v).is_some()) {
                 continue;
             }
             let ins: Vec<&[f32]> = st
-                .inputs
-                .iter()
-                .map(|&v| p.weights[constant(p, v).expect("checked")].data.as_slice())
+                .reads()
+                .map(|v| p.weights[constant(p, v).expect("checked")].data.as_slice())
                 .collect();
             let out_v = st.output;
             let mut out = vec![0.0f32; p.values[out_v].numel()];
@@ -67,18 +74,20 @@ impl Pass for ConstantFold {
                 && p.steps[s].activation.is_none()
                 && uses[x].len() == 1
                 && !p.is_output(x)
-                && pr.inputs[1..].iter().all(|&v| constant(p, v).is_some());
+                && pr.residual.is_none()
+                && parameters(pr).all(|k| constant(p, pr.inputs[k]).is_some());
             if !foldable {
                 continue;
             }
             // Scaled copies: the originals may be read elsewhere (compaction drops them if not).
-            for slot in 1..p.steps[prod].inputs.len() {
+            for slot in parameters(&p.steps[prod]).collect::<Vec<_>>() {
                 let v = p.steps[prod].inputs[slot];
                 let w = constant(p, v).expect("checked");
                 let data: Vec<f32> = p.weights[w].data.iter().map(|&a| a * f).collect();
                 let name = format!("{}#scaled", p.weights[w].name);
                 let shape = p.values[v].shape.clone();
-                p.steps[prod].inputs[slot] = p.add_weight(name, shape, Layout::Plain, data);
+                let nv = p.add_weight(name, shape, Layout::Plain, data);
+                p.steps[prod].set_read(slot, nv);
             }
             p.steps[prod].output = p.steps[s].output;
             remove[s] = true;

@@ -2,8 +2,8 @@
 //! convolution gathers its input tiles straight from the low-resolution tensor, so the 4x
 //! larger upsampled tensor is never written, read or allocated.
 
-use super::{Pass, ProgressFn};
-use crate::program::{Algo, Def, Program};
+use super::pass::{Pass, ProgressFn};
+use crate::program::{Algo, Def, Program, Role};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 
@@ -22,14 +22,14 @@ impl Pass for FoldUpsample {
             if st.algo != Algo::WinogradF4 || st.upsample_input {
                 continue;
             }
-            let Some(&x) = st.inputs.first() else {
+            let (Some(slot), Some(x)) = (st.slot(Role::Input), st.operand(Role::Input)) else {
                 continue;
             };
             let Def::Step(u) = p.values[x].def else {
                 continue;
             };
             let up = &p.steps[u];
-            let only_reader = matches!(uses[x][..], [(r, 0)] if r == s);
+            let only_reader = matches!(uses[x][..], [(r, k)] if r == s && k == slot);
             if !matches!(up.op, Op::UpsampleNearest2x)
                 || up.activation.is_some()
                 || !only_reader
@@ -38,7 +38,7 @@ impl Pass for FoldUpsample {
                 continue;
             }
             let low = up.inputs[0];
-            p.steps[s].inputs[0] = low;
+            p.steps[s].set_read(slot, low);
             p.steps[s].upsample_input = true;
             remove[u] = true;
         }

@@ -2,7 +2,7 @@
 //! `attention` step, whose kernel never holds the whole `N x M` score matrix (see
 //! `kernels::attention`).
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::program::{Def, Program};
 use plugin_api::graph::{Attention, Op};
 use plugin_api::PluginError;

@@ -1,7 +1,7 @@
 //! Fuses `silu(group_norm(x))` into one group-norm step with a SiLU epilogue, when the
 //! normalized value is read by nothing else.
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::program::Program;
 use plugin_api::graph::{Activation, Op};
 use plugin_api::PluginError;

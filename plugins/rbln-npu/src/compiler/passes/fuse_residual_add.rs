@@ -3,7 +3,7 @@
 //! runs where the add ran (every operand of the convolution is ready there too, and the
 //! residual, often a shortcut computed after the convolution, is then ready as well).
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::program::{Algo, Def, Program};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
@@ -29,7 +29,7 @@ impl Pass for FuseResidualAdd {
                 };
                 let conv = &p.steps[c];
                 let fusable = conv.algo == Algo::WinogradF4
-                    && !conv.residual
+                    && conv.residual.is_none()
                     && conv.activation.is_none()
                     && !remove[c]
                     && uses[v].len() == 1
@@ -40,8 +40,7 @@ impl Pass for FuseResidualAdd {
                 }
                 let residual = operands[1 - slot];
                 let mut fused = p.steps[c].clone();
-                fused.inputs.push(residual);
-                fused.residual = true;
+                fused.residual = Some(residual);
                 fused.output = p.steps[a].output;
                 p.steps[a] = fused;
                 remove[c] = true;

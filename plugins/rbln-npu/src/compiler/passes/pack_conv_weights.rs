@@ -1,7 +1,8 @@
 //! Packs constant conv2d weights `[C_out, C_in, KH, KW]` into the GEMM panel layout of the
 //! im2col convolution kernel, once, at compile time.
 
-use super::{pack_weight_operands, Pass, ProgressFn};
+use super::packing::pack_weight_operands;
+use super::pass::{Pass, ProgressFn};
 use crate::program::Program;
 use plugin_api::graph::Op;
 use plugin_api::PluginError;

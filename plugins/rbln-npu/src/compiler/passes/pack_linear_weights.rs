@@ -1,7 +1,8 @@
 //! Packs constant linear weights `[N, K]` into the GEMM panel layout (the runtime computes
 //! `out^T = W x^T`, so the weight is the packed left operand).
 
-use super::{pack_weight_operands, Pass, ProgressFn};
+use super::packing::pack_weight_operands;
+use super::pass::{Pass, ProgressFn};
 use crate::program::Program;
 use plugin_api::graph::Op;
 use plugin_api::PluginError;

@@ -1,7 +1,8 @@
 //! Assigns every intermediate value an offset in one per-call arena (see
-//! [`crate::compiler::memory_plan`]).
+//! [`crate::compiler::memory_plan`]), then checks that a run fits in the memory budget
+//! ([`Program::check_footprint`]).
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::compiler::memory_plan;
 use crate::program::Program;
 use plugin_api::PluginError;
@@ -17,6 +18,6 @@ impl Pass for PlanMemory {
         progress("plan memory", 0, 1);
         p.memory = Some(memory_plan::plan(p));
         progress("plan memory", 1, 1);
-        Ok(())
+        p.check_footprint()
     }
 }

@@ -3,12 +3,13 @@
 //! among the steps whose operands are ready, the one that grows live memory least: its output's
 //! size if it needs a new buffer (not a reshape alias, not in place), minus the buffers that die
 //! there (ties: the earlier step). It models buffers like the memory planner, in-place steps
-//! included (see [`memory_plan::in_place_slot`]), so it runs e.g. a resnet block's 1x1 shortcut
+//! included (see [`in_place_slot`]), so it runs e.g. a resnet block's 1x1 shortcut
 //! before the group norm that can then overwrite the block's input. The new order is kept only
 //! if the planner's arena for it is smaller than for the old one.
 
-use super::{Pass, ProgressFn};
-use crate::compiler::memory_plan::{self, in_place_slot, is_alias};
+use super::pass::{Pass, ProgressFn};
+use crate::compiler::memory_plan;
+use crate::program::liveness::{in_place_slot, is_alias};
 use crate::program::{Def, Program};
 use plugin_api::PluginError;
 
@@ -70,9 +71,8 @@ impl State<'_> {
     /// Operand slots of step `s` that read buffer `b`.
     fn reads_of(&self, s: usize, b: usize) -> usize {
         let step = &self.p.steps[s];
-        step.inputs
-            .iter()
-            .filter(|&&v| self.buffer_of[v] == Some(b))
+        step.reads()
+            .filter(|&v| self.buffer_of[v] == Some(b))
             .count()
     }
 
@@ -100,7 +100,7 @@ impl State<'_> {
             growth += numel;
         }
         let mut seen = Vec::new();
-        for b in step.inputs.iter().filter_map(|&v| self.buffer_of[v]) {
+        for b in step.reads().filter_map(|v| self.buffer_of[v]) {
             if seen.contains(&b) {
                 continue;
             }
@@ -122,7 +122,7 @@ impl State<'_> {
     fn run(&mut self, s: usize) {
         let step = &self.p.steps[s];
         let place = self.place(s);
-        for &v in &step.inputs {
+        for v in step.reads() {
             if let Some(b) = self.buffer_of[v] {
                 self.bufs[b].pending -= 1;
             }
@@ -156,14 +156,13 @@ fn greedy_order(p: &Program) -> Vec<usize> {
         buffer_of: vec![None; p.values.len()],
         bufs: Vec::new(),
     };
-    // Operand slots of each step whose producer has not run yet.
+    // Read slots of each step whose producer has not run yet.
     let mut missing: Vec<usize> = p
         .steps
         .iter()
         .map(|s| {
-            s.inputs
-                .iter()
-                .filter(|&&v| matches!(p.values[v].def, Def::Step(_)))
+            s.reads()
+                .filter(|&v| matches!(p.values[v].def, Def::Step(_)))
                 .count()
         })
         .collect();

@@ -11,9 +11,9 @@
 //! 8-lane FMAs) including the padding of rows to `MR` and tiles to `NR`, and the transforms at
 //! 4 element operations per cycle (gathers, scatters and the transform arithmetic).
 
-use super::{Pass, ProgressFn};
+use super::pass::{Pass, ProgressFn};
 use crate::kernels::{gemm, winograd};
-use crate::program::{Algo, Def, Layout, Program, ValueId};
+use crate::program::{Algo, Def, Layout, Program, Role, ValueId};
 use plugin_api::graph::Op;
 use plugin_api::PluginError;
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ pub struct SelectWinograd;
 pub const STORED_FILTER_TILES: usize = 64;
 
 /// Estimated cycles of the im2col GEMM convolution of one image (`depth = c_in * KH * KW`).
-pub fn direct_cost(c_out: usize, depth: usize, pixels: usize) -> f64 {
+pub fn im2col_gemm_cost(c_out: usize, depth: usize, pixels: usize) -> f64 {
     let rows = c_out.next_multiple_of(gemm::MR) as f64;
     rows * depth as f64 * pixels.next_multiple_of(gemm::NR) as f64 / 16.0
 }
@@ -56,7 +56,7 @@ impl Pass for SelectWinograd {
             .filter(|&s| {
                 let st = &p.steps[s];
                 let Op::Conv2d(c) = &st.op else { return false };
-                let (Some(&x), Some(&w)) = (st.inputs.first(), st.inputs.get(1)) else {
+                let (Some(x), Some(w)) = (st.operand(Role::Input), st.operand(Role::Weight)) else {
                     return false;
                 };
                 let (xs, ws, os) = (
@@ -71,11 +71,11 @@ impl Pass for SelectWinograd {
                     && ws.len() == 4
                     && ws[2..] == [3, 3]
                     && xs.len() == 4
-                    && st.algo == Algo::Direct
+                    && st.algo == Algo::Gemm
                     && {
                         let tiles = os[0] * os[2].div_ceil(4) * os[3].div_ceil(4);
                         winograd_cost(ws[0], ws[1], tiles)
-                            < direct_cost(ws[0], ws[1] * 9, os[2] * os[3]) * os[0] as f64
+                            < im2col_gemm_cost(ws[0], ws[1] * 9, os[2] * os[3]) * os[0] as f64
                     }
             })
             .collect();
@@ -89,9 +89,12 @@ impl Pass for SelectWinograd {
         let mut converted: HashMap<ValueId, ValueId> = HashMap::new();
         for (k, s) in candidates.into_iter().enumerate() {
             progress("select winograd", k as u64, total);
-            let v = p.steps[s].inputs[1];
+            let slot = p.steps[s]
+                .slot(Role::Weight)
+                .expect("candidates have a weight");
+            let v = p.steps[s].inputs[slot];
             if let Some(&nv) = converted.get(&v) {
-                p.steps[s].inputs[1] = nv;
+                p.steps[s].set_read(slot, nv);
                 p.steps[s].algo = Algo::WinogradF4;
                 continue;
             }
@@ -121,9 +124,9 @@ impl Pass for SelectWinograd {
             let only_candidates = !p.is_output(v)
                 && uses[v]
                     .iter()
-                    .all(|&(st, slot)| slot == 1 && is_candidate[st]);
+                    .all(|&(st, k)| is_candidate[st] && p.steps[st].slot(Role::Weight) == Some(k));
             let nv = p.relayout_weight(v, data, layout, only_candidates, "winograd");
-            p.steps[s].inputs[1] = nv;
+            p.steps[s].set_read(slot, nv);
             converted.insert(v, nv);
             p.steps[s].algo = Algo::WinogradF4;
         }
@@ -140,10 +143,10 @@ mod tests {
     #[test]
     fn cost_model_prefers_winograd_for_wide_layers_only() {
         // A VAE's 128-channel 256x256 convolution: Winograd is several times cheaper.
-        let d = direct_cost(128, 128 * 9, 256 * 256);
+        let d = im2col_gemm_cost(128, 128 * 9, 256 * 256);
         let w = winograd_cost(128, 128, 64 * 64);
         assert!(w * 3.0 < d, "{w} vs {d}");
         // One input and one output channel: the transforms dominate.
-        assert!(winograd_cost(1, 1, 64 * 64) > direct_cost(1, 9, 256 * 256));
+        assert!(winograd_cost(1, 1, 64 * 64) > im2col_gemm_cost(1, 9, 256 * 256));
     }
 }

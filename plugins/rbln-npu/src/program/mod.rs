@@ -1,10 +1,18 @@
 //! The compiled program: an immutable, serializable plan (schedule of steps, value shapes,
 //! weight layouts, arena offsets) shared by every run of an executable.
+//!
+//! This module and its children are the IR that the compiler writes and the runtime reads; they
+//! depend on neither. [`validate`](Program::validate) checks every invariant the runtime relies
+//! on, [`liveness`] models the memory of a schedule (what the planner optimizes and the checker
+//! verifies) and [`ops`] says which ops this build's kernels run and which run in place.
 
-use crate::compiler::memory_plan;
-use crate::kernels::{gemm, winograd};
-use plugin_api::graph::{infer_node_shape, Activation, Op};
-use plugin_api::tensor::shape_str;
+pub mod footprint;
+pub mod liveness;
+pub mod ops;
+mod validate;
+
+use crate::kernels::winograd;
+use plugin_api::graph::{Activation, Op};
 use serde::{Deserialize, Serialize};
 
 /// Index into [`Program::values`].
@@ -21,6 +29,10 @@ pub struct Target {
     /// `winograd`, default on).
     #[serde(default = "yes")]
     pub winograd: bool,
+    /// The most memory, in bytes, one run may need (compiler option `memory_budget`; default:
+    /// [`footprint::default_budget`]). Checked when compiling and when loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -33,6 +45,7 @@ impl Default for Target {
             npu: None,
             num_devices: None,
             winograd: true,
+            memory_budget: None,
         }
     }
 }
@@ -87,13 +100,13 @@ impl Value {
 pub enum Layout {
     /// Row-major, as in the checkpoint.
     Plain,
-    /// A `rows x depth` matrix packed into GEMM panels of `mr` rows (see [`gemm::pack_a`]).
+    /// A `rows x depth` matrix packed into GEMM panels of `mr` rows (see [`pack_a`](crate::kernels::gemm::pack_a)).
     PackedA {
         /// Rows (output channels / features).
         rows: usize,
         /// Depth (`C_in * KH * KW` or input features).
         depth: usize,
-        /// Panel height; must equal this build's [`gemm::MR`].
+        /// Panel height; must equal this build's [`MR`](crate::kernels::gemm::MR).
         mr: usize,
     },
     /// A `[rows, c_in, 3, 3]` convolution weight in the taps layout of the Winograd kernel (see
@@ -103,7 +116,7 @@ pub enum Layout {
         rows: usize,
         /// Input channels.
         c_in: usize,
-        /// Panel height; must equal this build's [`gemm::MR`].
+        /// Panel height; must equal this build's [`MR`](crate::kernels::gemm::MR).
         mr: usize,
     },
     /// A `[rows, c_in, 3, 3]` convolution weight stored as the Winograd kernel's transformed
@@ -114,7 +127,7 @@ pub enum Layout {
         rows: usize,
         /// Input channels.
         c_in: usize,
-        /// Panel height; must equal this build's [`gemm::MR`].
+        /// Panel height; must equal this build's [`MR`](crate::kernels::gemm::MR).
         mr: usize,
     },
 }
@@ -129,12 +142,16 @@ impl Layout {
     }
 }
 
-/// The kernel a step runs with, chosen by the compiler.
+/// The kernel a step runs with, chosen by the compiler. Only convolutions have a choice; every
+/// other op keeps the default and runs its one kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Algo {
-    /// The op's general kernel (for convolutions: im2col GEMM).
+    /// GEMM-based: a convolution runs as a GEMM over its im2col matrix (gathered panel by panel,
+    /// never materialized), a linear layer as a GEMM (over a [`Layout::PackedA`] or plain weight).
+    /// Serialized as `Direct`, its name in artifacts of format version 3.
     #[default]
-    Direct,
+    #[serde(rename = "Direct")]
+    Gemm,
     /// Winograd F(4x4, 3x3) (3x3 stride-1 convolutions with a [`Layout::WinogradTaps`] or
     /// [`Layout::WinogradFilters`] weight).
     WinogradF4,
@@ -154,31 +171,144 @@ pub struct Weight {
     pub data: Vec<f32>,
 }
 
+/// What a step reads an operand for (see [`Step::slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The tensor the op transforms: its first operand (`x` of a convolution or linear layer).
+    /// With [`Step::upsample_input`] it is read through a nearest-neighbour 2x upsampling.
+    Input,
+    /// The weight of a convolution (`[C_out, C_in, KH, KW]`) or linear layer (`[out, in]`).
+    Weight,
+    /// The optional bias of a convolution or linear layer (`[C_out]`).
+    Bias,
+    /// The tensor added to the result in the kernel's epilogue ([`Step::residual`]).
+    Residual,
+}
+
 /// One scheduled operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StepRecord", into = "StepRecord")]
 pub struct Step {
     /// Node name from the graph.
     pub name: String,
     /// The operation.
     pub op: Op,
-    /// Operands.
+    /// The op's operands in the graph IR's order (a convolution's `[x, w]` or `[x, w, bias]`);
+    /// name them with [`Step::slot`] / [`Step::operand`].
     pub inputs: Vec<ValueId>,
     /// Result.
     pub output: ValueId,
     /// Activation applied to the result in place (set by fusion passes).
     pub activation: Option<Activation>,
     /// The kernel (set by the `SelectWinograd` pass).
-    #[serde(default)]
     pub algo: Algo,
-    /// The step reads operand 0 through a nearest-neighbour 2x upsampling, folded into its
-    /// input indexing by the `FoldUpsample` pass (Winograd convolutions only): operand 0 is the
-    /// low-resolution tensor and the op sees it at twice its height and width.
-    #[serde(default)]
+    /// The step reads its [`Role::Input`] through a nearest-neighbour 2x upsampling, folded into
+    /// its input indexing by the `FoldUpsample` pass (Winograd convolutions only): the operand is
+    /// the low-resolution tensor and the op sees it at twice its height and width.
     pub upsample_input: bool,
-    /// The step's last operand is added to its result in the kernel's epilogue (set by the
+    /// A tensor of the output's shape added to the result in the kernel's epilogue (set by the
     /// `FuseResidualAdd` pass; Winograd convolutions only).
+    pub residual: Option<ValueId>,
+}
+
+impl Step {
+    /// Every value the step reads, by read slot: its [`inputs`](Self::inputs), then the
+    /// residual. [`Program::uses`] and the runtime number operands this way.
+    pub fn reads(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs.iter().copied().chain(self.residual)
+    }
+
+    /// The read slot (an index into [`reads`](Self::reads)) of the operand playing `role`, if
+    /// the step has one.
+    pub fn slot(&self, role: Role) -> Option<usize> {
+        let n = self.inputs.len();
+        let weighted = matches!(self.op, Op::Conv2d(_) | Op::Linear);
+        match role {
+            Role::Input => (n > 0).then_some(0),
+            Role::Weight => (weighted && n > 1).then_some(1),
+            Role::Bias => (weighted && n > 2).then_some(2),
+            Role::Residual => self.residual.map(|_| n),
+        }
+    }
+
+    /// The value playing `role`, if the step has one.
+    pub fn operand(&self, role: Role) -> Option<ValueId> {
+        self.slot(role).and_then(|k| self.reads().nth(k))
+    }
+
+    /// Replaces the value read in `slot` (see [`reads`](Self::reads)).
+    pub fn set_read(&mut self, slot: usize, v: ValueId) {
+        match self.inputs.get_mut(slot) {
+            Some(u) => *u = v,
+            None => {
+                assert!(
+                    slot == self.inputs.len() && self.residual.is_some(),
+                    "set_read: step '{}' has no read slot {slot}",
+                    self.name
+                );
+                self.residual = Some(v);
+            }
+        }
+    }
+}
+
+/// A step as serialized (artifact format version 3): the residual, if any, is the last of the
+/// operands and `residual` flags it.
+#[derive(Serialize, Deserialize)]
+struct StepRecord {
+    name: String,
+    op: Op,
+    inputs: Vec<ValueId>,
+    output: ValueId,
+    activation: Option<Activation>,
     #[serde(default)]
-    pub residual: bool,
+    algo: Algo,
+    #[serde(default)]
+    upsample_input: bool,
+    #[serde(default)]
+    residual: bool,
+}
+
+impl TryFrom<StepRecord> for Step {
+    type Error = String;
+    fn try_from(r: StepRecord) -> Result<Step, String> {
+        let mut inputs = r.inputs;
+        let residual = match r.residual {
+            true => Some(
+                inputs
+                    .pop()
+                    .ok_or_else(|| format!("step '{}' has a residual but no operands", r.name))?,
+            ),
+            false => None,
+        };
+        Ok(Step {
+            name: r.name,
+            op: r.op,
+            inputs,
+            output: r.output,
+            activation: r.activation,
+            algo: r.algo,
+            upsample_input: r.upsample_input,
+            residual,
+        })
+    }
+}
+
+impl From<Step> for StepRecord {
+    fn from(s: Step) -> StepRecord {
+        let mut inputs = s.inputs;
+        inputs.extend(s.residual);
+        StepRecord {
+            name: s.name,
+            op: s.op,
+            inputs,
+            output: s.output,
+            activation: s.activation,
+            algo: s.algo,
+            upsample_input: s.upsample_input,
+            residual: s.residual.is_some(),
+        }
+    }
 }
 
 /// Where a value lives at run time.
@@ -228,11 +358,11 @@ pub struct Program {
 }
 
 impl Program {
-    /// Steps reading each value, as `(step, operand slot)`.
+    /// Steps reading each value, as `(step, read slot)` (see [`Step::reads`]).
     pub fn uses(&self) -> Vec<Vec<(usize, usize)>> {
         let mut uses = vec![Vec::new(); self.values.len()];
         for (s, step) in self.steps.iter().enumerate() {
-            for (slot, &v) in step.inputs.iter().enumerate() {
+            for (slot, v) in step.reads().enumerate() {
                 if v < uses.len() {
                     uses[v].push((s, slot));
                 }
@@ -248,7 +378,7 @@ impl Program {
             .iter()
             .filter(|s| s.algo == Algo::WinogradF4 && !self.stores_winograd_filters(s))
             .filter_map(|s| {
-                let w = &self.values.get(*s.inputs.get(1)?)?.shape;
+                let w = &self.values.get(s.operand(Role::Weight)?)?.shape;
                 (w.len() == 4).then(|| winograd::transformed_len(w[0], w[1]))
             })
             .max()
@@ -258,9 +388,8 @@ impl Program {
     /// Whether the Winograd step `step` reads transformed filters stored at compile time
     /// ([`Layout::WinogradFilters`]) rather than taps it transforms per call.
     pub fn stores_winograd_filters(&self, step: &Step) -> bool {
-        step.inputs
-            .get(1)
-            .and_then(|&v| self.values.get(v))
+        step.operand(Role::Weight)
+            .and_then(|v| self.values.get(v))
             .is_some_and(|v| matches!(v.def, Def::Weight(w)
                 if self.weights.get(w).is_some_and(|w| matches!(w.layout, Layout::WinogradFilters { .. }))))
     }
@@ -387,6 +516,7 @@ impl Program {
         }
         for s in &mut self.steps {
             s.inputs.iter_mut().for_each(|v| *v = remap[*v]);
+            s.residual = s.residual.map(|v| remap[v]);
             s.output = remap[s.output];
         }
         self.outputs
@@ -395,199 +525,5 @@ impl Program {
         self.values = values;
         self.weights = weights;
         self.memory = None;
-    }
-
-    /// Checks every invariant the runtime relies on: ids in range, topological order, shapes
-    /// (re-running the IR's shape rules), weight layouts and lengths, and, if present, that the
-    /// memory plan never places two simultaneously live values in overlapping memory.
-    pub fn validate(&self) -> Result<(), String> {
-        let nv = self.values.len();
-        for (v, val) in self.values.iter().enumerate() {
-            match val.def {
-                Def::Input(i) => {
-                    let inp = self
-                        .inputs
-                        .get(i)
-                        .ok_or(format!("value {v} reads missing input #{i}"))?;
-                    if inp.shape != val.shape {
-                        return Err(format!(
-                            "value {v}: shape differs from input '{}'",
-                            inp.name
-                        ));
-                    }
-                }
-                Def::Weight(w) => {
-                    let wt = self
-                        .weights
-                        .get(w)
-                        .ok_or(format!("value {v} reads missing weight #{w}"))?;
-                    self.check_weight(wt, val)?;
-                }
-                Def::Step(s) => {
-                    if self.steps.get(s).map(|st| st.output) != Some(v) {
-                        return Err(format!("value {v} claims to be produced by step #{s}, which does not produce it"));
-                    }
-                }
-            }
-        }
-        for (i, step) in self.steps.iter().enumerate() {
-            let ctx =
-                |m: String| format!("step #{i} '{}' ({}): {m}", step.name, step.op.kind_name());
-            if !crate::runtime::supports(&step.op) {
-                return Err(ctx("this runtime has no kernel for the op".into()));
-            }
-            if step.output >= nv || self.values[step.output].def != Def::Step(i) {
-                return Err(ctx("its output value is not defined by it".into()));
-            }
-            let mut shapes = Vec::new();
-            for (slot, &v) in step.inputs.iter().enumerate() {
-                let val = self
-                    .values
-                    .get(v)
-                    .ok_or_else(|| ctx(format!("operand {slot} is missing value {v}")))?;
-                if matches!(val.def, Def::Step(j) if j >= i) {
-                    return Err(ctx(format!("operand {slot} is produced later")));
-                }
-                if let Def::Weight(w) = val.def {
-                    let layout = self.weights[w].layout;
-                    let readable = match layout {
-                        Layout::Plain => true,
-                        Layout::PackedA { .. } => {
-                            slot == 1
-                                && matches!(step.op, Op::Conv2d(_) | Op::Linear)
-                                && step.algo == Algo::Direct
-                        }
-                        Layout::WinogradTaps { .. } | Layout::WinogradFilters { .. } => {
-                            slot == 1 && step.algo == Algo::WinogradF4
-                        }
-                    };
-                    if !readable {
-                        return Err(ctx(format!(
-                            "operand {slot} is a weight in layout {layout:?}, which the step cannot read"
-                        )));
-                    }
-                }
-                shapes.push(val.shape.as_slice());
-            }
-            if step.algo == Algo::WinogradF4 {
-                let winograd_conv = matches!(&step.op, Op::Conv2d(c) if c.stride == [1, 1])
-                    && shapes
-                        .get(1)
-                        .is_some_and(|w| w.len() == 4 && w[2..] == [3, 3])
-                    && step.inputs.get(1).is_some_and(|&v| {
-                        matches!(self.values[v].def, Def::Weight(w)
-                            if self.weights[w].layout.is_winograd())
-                    });
-                if !winograd_conv {
-                    return Err(ctx(
-                        "the Winograd kernel needs a 3x3 stride-1 convolution with a weight in a Winograd layout".into(),
-                    ));
-                }
-            }
-            if step.residual {
-                let out = &self.values[step.output].shape;
-                match shapes.pop() {
-                    Some(r) if step.algo == Algo::WinogradF4 && r == out.as_slice() => {}
-                    _ => return Err(ctx(
-                        "a residual operand needs a Winograd convolution and the output's shape"
-                            .into(),
-                    )),
-                }
-            }
-            let doubled;
-            if step.upsample_input {
-                match shapes.first() {
-                    Some(&[n, c, h, w]) if step.algo == Algo::WinogradF4 => {
-                        doubled = [*n, *c, 2 * h, 2 * w];
-                        shapes[0] = &doubled;
-                    }
-                    _ => {
-                        return Err(ctx(
-                            "only Winograd convolutions of a 4-D input can fold an upsampling"
-                                .into(),
-                        ))
-                    }
-                }
-            }
-            let out = infer_node_shape(&step.op, &shapes).map_err(ctx)?;
-            if out != self.values[step.output].shape {
-                return Err(ctx(format!(
-                    "shape rules give {} but the plan says {}",
-                    shape_str(&out),
-                    shape_str(&self.values[step.output].shape)
-                )));
-            }
-        }
-        if self.outputs.is_empty() {
-            return Err("the program has no outputs".into());
-        }
-        for o in &self.outputs {
-            if o.value >= nv {
-                return Err(format!(
-                    "output '{}' refers to missing value {}",
-                    o.name, o.value
-                ));
-            }
-        }
-        if let Some(mem) = &self.memory {
-            memory_plan::check_plan(self, mem)?;
-        }
-        Ok(())
-    }
-
-    fn check_weight(&self, wt: &Weight, val: &Value) -> Result<(), String> {
-        let n = val.numel();
-        let want = match wt.layout {
-            Layout::Plain => n,
-            Layout::PackedA { rows, depth, mr } => {
-                if mr != gemm::MR {
-                    return Err(format!(
-                        "weight '{}' is packed for {mr}-row panels, this runtime uses {}",
-                        wt.name,
-                        gemm::MR
-                    ));
-                }
-                if val.shape.first() != Some(&rows) || rows * depth != n {
-                    return Err(format!(
-                        "weight '{}': packed {rows}x{depth} does not match shape {}",
-                        wt.name,
-                        shape_str(&val.shape)
-                    ));
-                }
-                gemm::packed_a_len(rows, depth)
-            }
-            Layout::WinogradTaps { rows, c_in, mr }
-            | Layout::WinogradFilters { rows, c_in, mr } => {
-                if mr != gemm::MR {
-                    return Err(format!(
-                        "weight '{}' is packed for {mr}-row panels, this runtime uses {}",
-                        wt.name,
-                        gemm::MR
-                    ));
-                }
-                if val.shape != [rows, c_in, 3, 3] {
-                    return Err(format!(
-                        "weight '{}': Winograd weights of {rows}x{c_in}x3x3 do not match shape {}",
-                        wt.name,
-                        shape_str(&val.shape)
-                    ));
-                }
-                if matches!(wt.layout, Layout::WinogradTaps { .. }) {
-                    winograd::taps_len(rows, c_in)
-                } else {
-                    winograd::transformed_len(rows, c_in)
-                }
-            }
-        };
-        if wt.len != want || wt.data.len() != want {
-            return Err(format!(
-                "weight '{}' of shape {} needs {want} floats, the plan says {} and holds {}",
-                wt.name,
-                shape_str(&val.shape),
-                wt.len,
-                wt.data.len()
-            ));
-        }
-        Ok(())
     }
 }
