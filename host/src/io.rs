@@ -150,17 +150,32 @@ pub fn read_safetensors(path: &Path, name: &str) -> Result<Tensor, IoError> {
         .map_err(|e| invalid(format!("tensor `{name}`: {}", e.message())))
 }
 
+/// Largest image width or height decoded (16k x 16k RGB is 768 MiB before it becomes floats).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// Decodes `bytes` as `format` within [`MAX_IMAGE_SIDE`] and a 1 GiB decoder allocation, so that
+/// a small compressed file cannot claim gigabytes.
+pub fn decode_image_bytes(
+    bytes: &[u8],
+    format: image::ImageFormat,
+) -> Result<image::DynamicImage, image::ImageError> {
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    reader.decode()
+}
+
 /// Reads a PNG as a `[1, channels, H, W]` tensor in `[-1, 1]`; `channels` is 3 (RGB) or 1
 /// (grayscale); other pixel formats are converted.
 pub fn read_png(path: &Path, channels: usize) -> Result<Tensor, IoError> {
     let bytes = read_bytes(path)?;
-    let image =
-        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-            IoError::Read {
-                path: path.to_path_buf(),
-                reason: format!("not a valid PNG: {e}"),
-            }
-        })?;
+    let image = decode_image_bytes(&bytes, image::ImageFormat::Png).map_err(|e| IoError::Read {
+        path: path.to_path_buf(),
+        reason: format!("not a valid PNG: {e}"),
+    })?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let interleaved: Vec<u8> = match channels {
         3 => image.to_rgb8().into_raw(),

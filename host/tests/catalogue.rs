@@ -529,6 +529,84 @@ fn cases() -> Vec<Case> {
             ],
             &["uses_encoder"],
         ),
+        case(
+            "compile: the output is the input directory",
+            |d| {
+                model(d);
+            },
+            &["compile", "{d}/model", "-o", "{d}/model"],
+            &["{d}/model", "is the input directory"],
+        ),
+        case(
+            "compile: the output directory exists",
+            |d| std::fs::create_dir_all(d.join("out/keep")).unwrap(),
+            &["compile", "../tests/fixtures/sd_like", "-o", "{d}/out"],
+            &["{d}/out", "already exists", "--overwrite"],
+        ),
+        case(
+            "compile --overwrite: the output holds files mlhost did not write",
+            |d| {
+                std::fs::create_dir_all(d.join("out")).unwrap();
+                std::fs::write(d.join("out/notes.txt"), "mine").unwrap();
+            },
+            &[
+                "compile",
+                "../tests/fixtures/sd_like",
+                "-o",
+                "{d}/out",
+                "--overwrite",
+            ],
+            &["{d}/out", "notes.txt"],
+        ),
+        case(
+            "compile: a batch size whose plan cannot be allocated",
+            none,
+            &[
+                "compile",
+                "../tests/fixtures/sd_like",
+                "-o",
+                "{d}/out",
+                "--batch-size",
+                "1000000000",
+            ],
+            &["batch_size", "memory budget"],
+        ),
+        case(
+            "compile: a sample size whose plan cannot be allocated",
+            none,
+            &[
+                "compile",
+                "../tests/fixtures/sd_like",
+                "-o",
+                "{d}/out",
+                "--sample-size",
+                "1048576",
+            ],
+            &["1048576"],
+        ),
+        case(
+            "compile: config.json asks for a billion layers per block",
+            |d| {
+                edit_json(&model(d).join("config.json"), |v| {
+                    v["layers_per_block"] = 1_000_000_000u64.into();
+                })
+            },
+            &["compile", "{d}/model", "-o", "{d}/out"],
+            &["config.json", "layers_per_block"],
+        ),
+        case(
+            "compile: the weights file has a duplicate tensor name",
+            |d| {
+                let m = model(d);
+                raw_safetensors(
+                    &m.join("diffusion_pytorch_model.safetensors"),
+                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                    8,
+                );
+            },
+            &["compile", "{d}/model", "-o", "{d}/out"],
+            &["diffusion_pytorch_model.safetensors", "'a' appears twice"],
+        ),
         // Compiled directories.
         case(
             "load: an artifact's checksum does not match",
@@ -606,6 +684,26 @@ fn cases() -> Vec<Case> {
             ],
             &["NoSuchClass"],
         ),
+        case(
+            "load: rbln_config.json is missing",
+            |d| {
+                std::fs::remove_file(compiled(d).join("rbln_config.json")).unwrap();
+                z(d);
+            },
+            RUN_DECODE_COMPILED_COPY,
+            &["rbln_config.json"],
+        ),
+        case(
+            "load: rbln_config.json has an unknown key",
+            |d| {
+                edit_json(&compiled(d).join("rbln_config.json"), |v| {
+                    v["batch_sise"] = 2.into();
+                });
+                z(d);
+            },
+            RUN_DECODE_COMPILED_COPY,
+            &["rbln_config.json", "batch_sise"],
+        ),
         // Manifests.
         case(
             "serve: the manifest has an unknown field",
@@ -639,6 +737,58 @@ fn cases() -> Vec<Case> {
             |d| manifest(d, "", "    serving: {instances: 0}\n", ""),
             &["serve", "{d}/m.yaml", "--http-port", "0"],
             &["{d}/m.yaml:4", "instances"],
+        ),
+        case(
+            "serve: a queue delay that never ends",
+            |d| {
+                manifest(
+                    d,
+                    "",
+                    "    serving: {max_queue_delay_us: 1000000000000000000}\n",
+                    "",
+                )
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "max_queue_delay_us", "10000000"],
+        ),
+        case(
+            "serve: a queue no machine can hold",
+            |d| manifest(d, "", "    serving: {max_queue_size: 1000000000}\n", ""),
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "max_queue_size"],
+        ),
+        case(
+            "serve: a thousand instances",
+            |d| manifest(d, "", "    serving: {instances: 1000}\n", ""),
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "instances"],
+        ),
+        case(
+            "serve: a request limit of zero bytes",
+            |d| manifest(d, "", "    serving: {max_request_bytes: 0}\n", ""),
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "max_request_bytes"],
+        ),
+        case(
+            "serve: a model name no URL can carry",
+            |d| {
+                let sd = fixture("sd_like").display().to_string();
+                let name = "v".repeat(1 << 20);
+                let text = format!("models:\n  - name: {name}\n    model_id: {sd}\n");
+                std::fs::write(d.join("m.yaml"), text).unwrap();
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:2", "1 to 128 characters"],
+        ),
+        case(
+            "serve: a model name with a slash",
+            |d| {
+                let sd = fixture("sd_like").display().to_string();
+                let text = format!("models:\n  - name: a/b\n    model_id: {sd}\n");
+                std::fs::write(d.join("m.yaml"), text).unwrap();
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:2", "'/'"],
         ),
         case(
             "serve: the model directory does not exist",

@@ -415,23 +415,32 @@ fn locate(text: &str, key: &str, value: &str) -> (usize, usize) {
     locate_nth(text, key, value, 0)
 }
 
-/// Like [`locate`], for the `skip + 1`-th such line (the first when there are fewer).
+/// Like [`locate`], for the `skip + 1`-th such line (the first when there are fewer). The key
+/// may also sit inside a flow mapping (`serving: {instances: 0}`).
 fn locate_nth(text: &str, key: &str, value: &str, skip: usize) -> (usize, usize) {
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let body = line.trim_start().trim_start_matches("- ").trim_start();
-        let Some(rest) = body.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
-            continue;
-        };
-        let v = rest.trim();
-        let v = v.split(" #").next().unwrap_or(v).trim();
-        let v = v.trim_matches(|c| c == '"' || c == '\'');
-        if value.is_empty() || v == value {
-            let col = line.len() - rest.trim_start().len() + 1;
-            found.push((n + 1, col));
-            if found.len() > skip {
-                break;
+        let starts = line.match_indices(key).map(|(i, _)| i).filter(|&i| {
+            let before = line[..i].trim_end_matches(|c| c == ' ' || c == '-');
+            let boundary = before.is_empty() || before.ends_with(['{', ',']);
+            boundary && line[i + key.len()..].starts_with(':')
+        });
+        for at in starts {
+            let rest = &line[at + key.len() + 1..];
+            let v = rest.trim_start();
+            let v = v
+                .split([',', '}', '#'])
+                .next()
+                .unwrap_or(v)
+                .trim()
+                .trim_matches(|c| c == '"' || c == '\'');
+            if value.is_empty() || v == value {
+                let col = line.len() - rest.trim_start().len() + 1;
+                found.push((n + 1, col));
             }
+        }
+        if found.len() > skip {
+            break;
         }
     }
     found.get(skip).or(found.first()).copied().unwrap_or((1, 1))

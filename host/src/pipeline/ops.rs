@@ -261,7 +261,7 @@ pub fn decode_image(bytes: &[u8], channels: usize) -> Result<Tensor, String> {
         .ok()
         .filter(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg))
         .ok_or("the bytes are not a PNG or JPEG image")?;
-    let img = image::load_from_memory_with_format(bytes, format)
+    let img = crate::io::decode_image_bytes(bytes, format)
         .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let interleaved = match channels {
