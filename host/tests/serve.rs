@@ -539,7 +539,11 @@ fn hostile_requests_get_400_naming_the_problem_and_the_server_goes_on() {
     let good = || {
         let r = s.infer_json("vae.decode", &json!({"inputs": [json_input("z", &zs, &z)]}));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_close("decode after a bad request", &outputs(&r)["sample"].1, &sample);
+        assert_close(
+            "decode after a bad request",
+            &outputs(&r)["sample"].1,
+            &sample,
+        );
     };
     let mut dims = zs.clone();
 
@@ -611,7 +615,9 @@ fn pipeline_tensor_inputs_get_the_same_checks() {
     let good = || {
         let r = s.infer_json("text2img", &request(json!([1, 4, 16, 16]), json!(latents)));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let n: usize = r.headers["inference-header-content-length"].parse().unwrap();
+        let n: usize = r.headers["inference-header-content-length"]
+            .parse()
+            .unwrap();
         let head: serde_json::Value = serde_json::from_slice(&r.body[..n]).unwrap();
         assert_eq!(head["outputs"][0]["datatype"], "BYTES");
         assert_eq!(&r.body[n + 5..n + 8], b"PNG");
@@ -627,7 +633,10 @@ fn pipeline_tensor_inputs_get_the_same_checks() {
         "text2img",
         &request(json!([1000000000000u64, 4, 64, 64]), json!([1, 2, 3])),
     );
-    assert_400(&r, &["`latents`", "needs 16384000000000000 elements, data has 3"]);
+    assert_400(
+        &r,
+        &["`latents`", "needs 16384000000000000 elements, data has 3"],
+    );
     good();
     let r = s.infer_json(
         "text2img",
