@@ -182,6 +182,9 @@ mod tests {
     fn a_shape_whose_product_wraps_is_refused() {
         // 2^50 * 4 * 64 * 64 wraps to 0 in unchecked usize arithmetic.
         let e = Tensor::new(vec![1 << 50, 4, 64, 64], Vec::new()).unwrap_err();
-        assert!(e.message().contains("more elements than can be addressed"), "{e}");
+        assert!(
+            e.message().contains("more elements than can be addressed"),
+            "{e}"
+        );
     }
 }
