@@ -48,8 +48,16 @@ fn stem(path: &Path) -> String {
     path.file_stem().unwrap().to_str().unwrap().to_string()
 }
 
+/// A manifest with its pipelines resolved through the plugins, as mlhost opens it.
+fn load_file(file: &Path) -> Manifest {
+    let mut m = Manifest::load(file).unwrap_or_else(|e| panic!("{e}"));
+    mlhost::models::manifest::resolve_pipelines(&mut m, &registry())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    m
+}
+
 fn load(name: &str) -> Manifest {
-    Manifest::load(&root().join("manifests").join(name)).unwrap_or_else(|e| panic!("{e}"))
+    load_file(&root().join("manifests").join(name))
 }
 
 /// The snapshot names a manifest needs: each model's rbln_config and inspect summary, each
@@ -71,7 +79,7 @@ fn every_manifest_has_snapshots() {
     let dir = root().join("tests").join("snapshots");
     let mut missing = Vec::new();
     for file in manifests() {
-        let m = Manifest::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let m = load_file(&file);
         for name in snapshot_names(&m, &stem(&file)) {
             let snap = dir.join(format!("pipelines__{name}.snap"));
             if !snap.is_file() {
@@ -90,7 +98,7 @@ fn snapshots_of_every_manifest() {
     let registry = registry();
     for file in manifests() {
         let stem = stem(&file);
-        let m = Manifest::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let m = load_file(&file);
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("compiled");
         compile_manifest(&registry, &m, &out).unwrap_or_else(|e| panic!("{stem}: {e:#}"));
@@ -337,7 +345,7 @@ fn a_compiled_manifest_directory_reruns_without_compiling() {
         summary.contains("== encoder: ") && summary.contains("== decoder: "),
         "{summary}"
     );
-    let compiled = Manifest::load(&out.join("manifest.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = load_file(&out.join("manifest.yaml"));
     assert_eq!(compiled.models[0].export.export(), Export::No);
     assert_eq!(compiled.models[0].rbln_config, m.models[0].rbln_config);
     let inputs = || {

@@ -16,7 +16,7 @@ mod error;
 mod load;
 
 pub use error::RegistryError;
-use load::{canonical, library_files, probe, Probe};
+use load::{candidate, canonical, library_files, probe, Probe};
 pub use load::{is_library_file_name, plugin_name_from_path, versions_compatible};
 
 /// The environment variable holding a path list of plugin directories.
@@ -119,6 +119,12 @@ impl PluginRegistry {
             }
             for file in library_files(path)? {
                 if !seen.insert(canonical(&file)) {
+                    continue;
+                }
+                // Libraries that cannot be plugins (the Triton backend, other cdylibs beside
+                // mlhost) are never opened; `-v` says why each was skipped.
+                if let Err(why) = candidate(&file) {
+                    tracing::info!("skipping {}: {why}", file.display());
                     continue;
                 }
                 match registry.load_file(&file) {

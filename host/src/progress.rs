@@ -11,21 +11,28 @@ use plugin_api::{Progress, ProgressBox, Progress_TO};
 use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 #[derive(Default)]
 struct State {
     stage: String,
     bar: Option<ProgressBar>,
     stages_seen: usize,
-    started: Option<std::time::Instant>,
+    /// The part being worked on (`encoder` of `encoder: pass FoldConstants`) and its start.
+    part: Option<(String, Instant)>,
+    /// Finished parts' lines, when capturing (tests).
+    captured: Vec<String>,
 }
 
-/// One progress bar on stderr whose message is the current stage. When stderr is not a terminal
-/// (a CI log, a pipe) each new stage is printed as one line instead.
+/// One progress bar on stderr whose message is the current stage, and one line per finished
+/// part (`encoder: 0.31 s`; the part is what precedes `: ` in a stage name, e.g. the compiler's
+/// `encoder: pass FoldConstants`). When stderr is not a terminal (a CI log, a pipe) only the
+/// lines are printed.
 #[derive(Clone, Default)]
 pub struct BarProgress {
     state: Arc<Mutex<State>>,
     hidden: bool,
+    capture: bool,
 }
 
 impl BarProgress {
@@ -52,10 +59,33 @@ impl BarProgress {
         self.lock().stages_seen
     }
 
-    /// Removes the bar from the screen.
+    /// Prints the last part's line and removes the bar from the screen.
     pub fn finish(&self) {
-        if let Some(bar) = self.lock().bar.take() {
+        let mut state = self.lock();
+        self.end_part(&mut state);
+        if let Some(bar) = state.bar.take() {
             bar.finish_and_clear();
+        }
+    }
+
+    /// The lines printed for finished parts (a capturing progress only).
+    #[cfg(test)]
+    fn captured(&self) -> Vec<String> {
+        self.lock().captured.clone()
+    }
+
+    fn end_part(&self, state: &mut State) {
+        let Some((part, started)) = state.part.take() else {
+            return;
+        };
+        let line = format!("{part}: {:.2} s", started.elapsed().as_secs_f64());
+        if self.capture {
+            state.captured.push(line);
+        } else if !self.hidden {
+            match &state.bar {
+                Some(bar) if std::io::stderr().is_terminal() => bar.println(line),
+                _ => eprintln!("{line}"),
+            }
         }
     }
 
@@ -85,11 +115,12 @@ impl BarProgress {
         if state.bar.is_none() {
             state.bar = Some(self.new_bar());
         }
-        let started = *state.started.get_or_insert_with(std::time::Instant::now);
         if state.stage != stage {
             tracing::debug!("{stage}");
-            if !self.hidden && !std::io::stderr().is_terminal() {
-                eprintln!("[{:>7.2}s] {stage}", started.elapsed().as_secs_f64());
+            let part = stage.split_once(": ").map_or(stage, |(p, _)| p);
+            if state.part.as_ref().is_none_or(|(p, _)| p != part) {
+                self.end_part(&mut state);
+                state.part = Some((part.to_string(), Instant::now()));
             }
             state.stage = stage.to_string();
             state.stages_seen += 1;
@@ -125,5 +156,28 @@ mod tests {
         boxed.report("compile decoder".into(), 1, 2);
         assert_eq!(progress.stages_seen(), 2);
         progress.finish();
+    }
+
+    #[test]
+    fn one_line_per_part_with_its_time() {
+        let progress = BarProgress {
+            hidden: true,
+            capture: true,
+            ..BarProgress::default()
+        };
+        let boxed = progress.to_box();
+        boxed.report("load weights".into(), 0, 1);
+        boxed.report("load weights".into(), 1, 1);
+        for pass in ["validate", "pass FoldConstants", "pass PlanMemory"] {
+            boxed.report(format!("encoder: {pass}").as_str().into(), 0, 3);
+        }
+        boxed.report("decoder: validate".into(), 0, 1);
+        boxed.report("decoder: pass PlanMemory".into(), 1, 1);
+        progress.finish();
+        let lines = progress.captured();
+        let parts: Vec<&str> = lines.iter().filter_map(|l| l.split(": ").next()).collect();
+        assert_eq!(parts, ["load weights", "encoder", "decoder"], "{lines:?}");
+        assert!(lines.iter().all(|l| l.ends_with(" s")), "{lines:?}");
+        assert_eq!(progress.stages_seen(), 6);
     }
 }

@@ -87,6 +87,15 @@ fn non_plugin_libraries_are_skipped() {
     assert!(out.stderr.contains(&skip), "{out:?}");
     let skip = format!("skipping {}", garbage.display());
     assert!(out.stderr.contains(&skip), "{out:?}");
+    assert!(out.stderr.contains("not a shared library"), "{out:?}");
+
+    // Without -v the scan says nothing about them: neither is opened (nothing to warn about).
+    let out = run(mlhost().args(["plugins", "--plugin-dir"]).arg(dir.path()));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        !out.stderr.contains("skipping") && !out.stderr.contains("WARN"),
+        "{out:?}"
+    );
 
     // Named explicitly, a library that is not a plugin is an input error.
     let out = run(mlhost().arg("plugins").arg("--plugin-dir").arg(&proc_macro));

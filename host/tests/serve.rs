@@ -183,7 +183,7 @@ fn each_error_class_has_its_status_and_a_json_error() {
 }
 
 #[test]
-fn concurrent_requests_are_batched_and_timeouts_expire_in_the_queue() {
+fn concurrent_requests_get_the_results_they_get_alone() {
     let s = start_fixture("{max_queue_delay_us: 300000, max_queue_size: 16}");
     let (zs, z) = fixture("z");
     let inputs: Vec<Vec<f32>> = (0..8)
@@ -207,19 +207,6 @@ fn concurrent_requests_are_batched_and_timeouts_expire_in_the_queue() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut bigger = 0.0;
-    for size in 2..=4 {
-        bigger += s
-            .metric(
-                "inference_batch_executions",
-                "vae.decode",
-                &format!(",batch_size=\"{size}\""),
-            )
-            .unwrap_or(0.0);
-    }
-    assert!(bigger > 0.0, "some execution held more than one request");
-    let execs = s.metric("inference_exec_count", "vae.decode", "").unwrap();
-    assert!(execs < 8.0, "8 requests ran in {execs} executions");
     for (input, got) in inputs.iter().zip(&batched) {
         let alone = outputs(&s.infer_json(
             "vae.decode",
@@ -230,23 +217,63 @@ fn concurrent_requests_are_batched_and_timeouts_expire_in_the_queue() {
             "a batched result equals the unbatched one"
         );
     }
+}
 
-    // A 1 ms timeout expires while the request waits 300 ms for companions.
-    let started = Instant::now();
-    let r = s.infer_json(
-        "vae.decode",
-        &json!({"parameters": {"timeout": 1000}, "inputs": [json_input("z", &zs, &z)]}),
-    );
-    assert_eq!(r.status, 503);
-    assert!(r.json()["error"].as_str().unwrap().contains("timeout"));
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
-        "refused before the batch delay"
-    );
+#[test]
+fn requests_queued_behind_a_held_batch_are_batched_and_timeouts_expire_in_the_queue() {
+    let (s, gate) = start_hold("{instances: 1, max_queue_delay_us: 0, max_queue_size: 16}");
+    let x = |i: usize| vec![i as f32, 0.5 - i as f32];
+    let request = |i: usize| json!({"inputs": [json_input("x", &[1, 2], &x(i))]});
+    std::fs::write(gate.join("hold"), b"").unwrap();
+    let replies: Vec<Reply> = std::thread::scope(|sc| {
+        let (s, request) = (&s, &request);
+        let first = sc.spawn(move || s.infer_json("hold.echo", &request(0)));
+        // The only worker is inside request 0's execution until the gate opens.
+        wait_until("the first batch to start", || {
+            gate.join("entered-0").exists()
+        });
+        let rest: Vec<_> = (1..8)
+            .map(|i| sc.spawn(move || s.infer_json("hold.echo", &request(i))))
+            .collect();
+        wait_until("8 pending requests", || {
+            s.metric("inference_pending_request_count", "hold.echo", "") == Some(8.0)
+        });
+        // A 1 ms timeout expires while the request waits behind the held batch.
+        let r = s.infer_json(
+            "hold.echo",
+            &json!({"parameters": {"timeout": 1000}, "inputs": [json_input("x", &[1, 2], &x(9))]}),
+        );
+        assert_eq!(r.status, 503);
+        assert!(r.json()["error"].as_str().unwrap().contains("timeout"));
+        std::fs::write(gate.join("release"), b"").unwrap();
+        std::iter::once(first)
+            .chain(rest)
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let want: Vec<f32> = x(i).iter().map(|v| 2.0 * v).collect();
+        assert_eq!(outputs(r)["y"].1, want, "request {i} got its own rows");
+    }
+    // Request 0 alone, then the 7 queued ones in batches of 4 and 3.
+    let runs = |size: usize| {
+        s.metric(
+            "inference_batch_executions",
+            "hold.echo",
+            &format!(",batch_size=\"{size}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!((runs(1), runs(3), runs(4)), (1.0, 1.0, 1.0));
+    let bigger: f64 = (2..=4).map(runs).sum();
+    assert!(bigger > 0.0, "some execution held more than one request");
+    let execs = s.metric("inference_exec_count", "hold.echo", "").unwrap();
+    assert!(execs < 8.0, "8 requests ran in {execs} executions");
     assert_eq!(
         s.metric(
             "inference_request_failure",
-            "vae.decode",
+            "hold.echo",
             ",reason=\"TIMEOUT\""
         ),
         Some(1.0)
@@ -310,24 +337,40 @@ fn overload_gets_503_at_once_and_the_server_stays_live() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_and_exits_0() {
-    let mut s = start_fixture("{max_queue_delay_us: 500000}");
-    let (zs, z) = fixture("z");
+    let (mut s, gate) = start_hold("{instances: 1, max_queue_delay_us: 0}");
+    std::fs::write(gate.join("hold"), b"").unwrap();
     let codes = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let (s, zs, z) = (&s, &zs, &z);
+            .map(|i| {
+                let s = &s;
                 sc.spawn(move || {
-                    s.infer_json("vae.decode", &json!({"inputs": [json_input("z", zs, z)]}))
-                        .status
+                    let x = [i as f32, 1.0];
+                    s.infer_json(
+                        "hold.echo",
+                        &json!({"inputs": [json_input("x", &[1, 2], &x)]}),
+                    )
+                    .status
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(200));
+        // One request is executing (held), the others queued: all three are in flight.
+        wait_until("the first batch to start", || {
+            gate.join("entered-0").exists()
+        });
+        wait_until("3 pending requests", || {
+            s.metric("inference_pending_request_count", "hold.echo", "") == Some(3.0)
+        });
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &s.child.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
+        let lines = s.wait_line("shutting down");
+        assert!(
+            lines.iter().any(|l| l.contains("shutting down")),
+            "{lines:?}"
+        );
+        std::fs::write(gate.join("release"), b"").unwrap();
         handles
             .into_iter()
             .map(|h| h.join().unwrap())
@@ -343,11 +386,6 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_0() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
-    let lines = s.lines_so_far();
-    assert!(
-        lines.iter().any(|l| l.contains("shutting down")),
-        "{lines:?}"
-    );
 }
 
 #[test]

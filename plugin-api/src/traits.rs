@@ -6,10 +6,11 @@
 // `ModelClass::from_pretrained` takes `&self` (the class object), as a factory method must.
 #![allow(clippy::wrong_self_convention)]
 
-use crate::error::PluginResult;
+use crate::error::{PluginError, PluginResult};
 use crate::graph::GraphBlob;
 use crate::tensor::{NamedTensor, TensorSpec};
 use abi_stable::sabi_trait;
+use abi_stable::std_types::RResult;
 use abi_stable::std_types::{RBox, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 
@@ -149,6 +150,18 @@ pub trait ModelClass: Send + Sync {
         backend: Backend,
         progress: &ProgressBox,
     ) -> PluginResult<ModelBox>;
+    /// What hosts and pipelines need to know of the model in `dir` (a source or compiled
+    /// directory), read from the model's own files so that the host never parses them: a JSON
+    /// object with `in_channels`, `vae_scale_factor`, `scaling_factor`, `shift_factor`,
+    /// `latents_mean`, `latents_std` and `force_upcast` (`null` where the model has none).
+    ///
+    /// Added after the last prefix field: a plugin built before it answers `Unsupported`.
+    fn describe_dir(&self, dir: RStr<'_>) -> PluginResult<RString> {
+        let _ = dir;
+        RResult::RErr(PluginError::unsupported(
+            "this model class does not describe model directories",
+        ))
+    }
 }
 
 /// A boxed [`ModelClass`] trait object.

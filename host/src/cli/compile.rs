@@ -2,7 +2,8 @@
 
 use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
 use crate::models::load::{open, open_manifest_model, LoadSpec, Overrides};
-use crate::models::resolve::{is_plugin_path, manifest_plugins};
+use crate::models::manifest::open_manifest;
+use crate::models::resolve::is_plugin_path;
 use crate::models::Choice;
 use crate::plugins::PluginRegistry;
 use crate::progress::BarProgress;
@@ -191,10 +192,8 @@ pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Resu
         )
         .into());
     }
-    let manifest = crate::manifest::Manifest::load(&args.diffusers_dir)
-        .map_err(|e| UsageError(e.to_string()))?;
     let search = crate::plugins::plugin_search_path(plugin_dirs)?;
-    let registry = PluginRegistry::load(&manifest_plugins(&manifest, &search)?)?;
+    let (manifest, registry) = open_manifest(&args.diffusers_dir, &search)?;
     compile_manifest_with(&registry, &manifest, &args.out_dir, args.overwrite)?;
     eprintln!(
         "compiled {} model(s) of {} to {} in {:.2?}",

@@ -2,13 +2,12 @@
 
 use super::UsageError;
 use crate::io;
-use crate::manifest::Manifest;
+use crate::models::manifest::open_manifest;
 use crate::models::pipeline::load_models;
-use crate::models::resolve::manifest_plugins;
 use crate::pipeline::exec;
 use crate::pipeline::ops::Data;
 use crate::pipeline::spec::PortType;
-use crate::plugins::{plugin_search_path, PluginRegistry};
+use crate::plugins::plugin_search_path;
 use anyhow::Context;
 use clap::Args;
 use plugin_api::NamedTensor;
@@ -71,7 +70,8 @@ pub fn write_output(name: &str, data: &Data, file: &Path) -> anyhow::Result<()> 
 /// Runs the command.
 pub fn run(plugin_dirs: &[PathBuf], args: &PipelineArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let manifest = Manifest::load(&args.manifest).map_err(|e| UsageError(e.to_string()))?;
+    let search = plugin_search_path(plugin_dirs)?;
+    let (manifest, registry) = open_manifest(&args.manifest, &search)?;
     let p = manifest.pipeline(&args.pipeline).ok_or_else(|| {
         let names: Vec<&str> = manifest.resolved.iter().map(|p| p.name.as_str()).collect();
         UsageError(format!(
@@ -121,8 +121,6 @@ pub fn run(plugin_dirs: &[PathBuf], args: &PipelineArgs) -> anyhow::Result<()> {
     }
     exec::check_inputs(p, &inputs).map_err(|e| UsageError(e.to_string()))?;
 
-    let search = plugin_search_path(plugin_dirs)?;
-    let registry = PluginRegistry::load(&manifest_plugins(&manifest, &search)?)?;
     let models = load_models(&registry, &manifest, p)?;
     let results = exec::run(p, inputs, &models).map_err(|e| {
         if e.is_user_error() {

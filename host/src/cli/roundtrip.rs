@@ -81,7 +81,7 @@ pub fn run(registry: &PluginRegistry, args: &RoundtripArgs) -> anyhow::Result<()
         require_dir(parent, "output directory")?;
     }
 
-    let config = read_dir_config(&args.model_dir)?;
+    let config = read_dir_config(registry, &args.backend, &args.model_dir)?;
     let image = io::read_png(&args.input, config.in_channels)?;
     let shape = image.shape();
     if let Some(vsf) = config.vae_scale_factor {
@@ -150,7 +150,11 @@ fn load_model(
              shape {}",
             shape_str(shape)
         );
-        kwargs_for_input(Method::Encode, shape, &read_dir_config(&args.model_dir)?)
+        kwargs_for_input(
+            Method::Encode,
+            shape,
+            &read_dir_config(registry, &args.backend, &args.model_dir)?,
+        )
     };
     super::run::load_model(registry, &args.backend, &class_name, dir, kwargs)
 }

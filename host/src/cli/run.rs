@@ -3,6 +3,7 @@
 
 use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
 use crate::io::{self, Format};
+use crate::models::describe::describe;
 use crate::models::load::{open_dir, LoadSpec, Overrides};
 use crate::models::resolve::class_for_dir;
 use crate::models::Choice;
@@ -68,45 +69,27 @@ impl Method {
     }
 }
 
-/// The few fields of a model directory's `config.json` / `rbln_config.json` the host needs.
+/// The few facts of a model directory the command line needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirConfig {
-    /// Image channels (default 3).
+    /// Image channels.
     pub in_channels: usize,
-    /// Spatial factor between image and latent, 2^(len(block_out_channels) - 1); None if unknown.
+    /// Spatial factor between image and latent; None if unknown.
     pub vae_scale_factor: Option<usize>,
 }
 
-/// Reads `in_channels` and the vae scale factor from `rbln_config.json` or `config.json` in `dir`.
-pub fn read_dir_config(dir: &Path) -> anyhow::Result<DirConfig> {
-    let read = |name: &str| -> anyhow::Result<Option<Value>> {
-        let path = dir.join(name);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
-        let value = serde_json::from_str(&text)
-            .map_err(|e| UsageError(format!("{} is not valid JSON: {e}", path.display())))?;
-        Ok(Some(value))
-    };
-    let rbln = read("rbln_config.json")?.unwrap_or(Value::Null);
-    let diffusers = read("config.json")?.unwrap_or(Value::Null);
-    let field = |key: &str| rbln.get(key).or_else(|| diffusers.get(key));
-    let in_channels = field("in_channels")
-        .and_then(Value::as_u64)
-        .map_or(3, |c| c as usize);
-    let vae_scale_factor = match rbln.get("vae_scale_factor").and_then(Value::as_u64) {
-        Some(v) => Some(v as usize),
-        None => diffusers
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .filter(|b| !b.is_empty() && b.len() < 16)
-            .map(|b| 1usize << (b.len() - 1)),
-    };
+/// Asks the model class chosen for `dir` (see [`choose_class`]) for its image channels and
+/// vae scale factor; the host does not read the model's files itself.
+pub fn read_dir_config(
+    registry: &PluginRegistry,
+    backend: &BackendArgs,
+    dir: &Path,
+) -> anyhow::Result<DirConfig> {
+    let class = choose_class(registry, backend, path_str(dir)?)?;
+    let facts = describe(registry.model_class(&class)?, dir)?;
     Ok(DirConfig {
-        in_channels,
-        vae_scale_factor,
+        in_channels: facts.in_channels,
+        vae_scale_factor: Some(facts.vae_scale_factor),
     })
 }
 
@@ -162,14 +145,20 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         require_dir(parent, "output directory")?;
     }
 
-    let config = read_dir_config(&args.model_dir)?;
     let tensor_name = args
         .input_tensor
         .as_deref()
         .unwrap_or(method.input_tensor());
+    // The input's own errors come first; only a PNG needs the model's channels to be read.
+    let mut config = None;
     let input = match in_format {
         Format::SafeTensors => io::read_safetensors(&args.input, tensor_name)?,
-        Format::Png => io::read_png(&args.input, config.in_channels)?,
+        Format::Png => {
+            let c = read_dir_config(registry, &args.backend, &args.model_dir)?;
+            let png = io::read_png(&args.input, c.in_channels)?;
+            config = Some(c);
+            png
+        }
     };
     let shape = input.shape();
     if shape.len() != 4 {
@@ -182,6 +171,10 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         .into());
     }
 
+    let config = match config {
+        Some(c) => c,
+        None => read_dir_config(registry, &args.backend, &args.model_dir)?,
+    };
     let class_name = choose_class(registry, &args.backend, path_str(&args.model_dir)?)?;
     let class = registry.model_class(&class_name)?;
     let dir = path_str(&args.model_dir)?;
@@ -305,26 +298,5 @@ mod tests {
             Value::Object(dec),
             json!({"batch_size": 1, "sample_size": [32, 24]})
         );
-    }
-
-    #[test]
-    fn dir_config_reads_diffusers_fields() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            r#"{"in_channels": 1, "block_out_channels": [32, 64, 64]}"#,
-        )
-        .unwrap();
-        let cfg = read_dir_config(dir.path()).unwrap();
-        assert_eq!(
-            cfg,
-            DirConfig {
-                in_channels: 1,
-                vae_scale_factor: Some(4)
-            }
-        );
-        std::fs::write(dir.path().join("rbln_config.json"), "{not json").unwrap();
-        let e = read_dir_config(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("rbln_config.json"), "{e}");
     }
 }

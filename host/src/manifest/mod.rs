@@ -21,6 +21,8 @@
 
 mod pipelines;
 
+pub use pipelines::{Describe, ModelDescription};
+
 use plugin_api::Export;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -66,6 +68,9 @@ pub struct Manifest {
     /// The manifest file (set after parsing).
     #[serde(skip)]
     pub file: PathBuf,
+    /// The manifest's text (kept to point at pipelines' lines when they are resolved).
+    #[serde(skip)]
+    text: String,
 }
 
 /// A device: which plugin device runs the models that name it.
@@ -264,7 +269,7 @@ impl Manifest {
         self.resolved.iter().find(|p| p.name == name)
     }
 
-    /// Reads, parses and checks a manifest file.
+    /// Reads, parses and checks a manifest file (pipelines not yet resolved).
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(file).map_err(|e| ManifestError {
             file: file.to_path_buf(),
@@ -276,6 +281,8 @@ impl Manifest {
     }
 
     /// Parses and checks manifest `text` read from `file` (paths resolve against its directory).
+    /// Its pipelines are resolved later, once the plugins that describe its models are loaded
+    /// ([`Manifest::resolve_pipelines`]).
     pub fn parse(text: &str, file: &Path) -> Result<Manifest, ManifestError> {
         let mut m: Manifest = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -296,8 +303,17 @@ impl Manifest {
         for model in &mut m.models {
             model.model_id = base.join(&model.model_id);
         }
-        pipelines::resolve(&mut m, text)?;
+        m.text = text.to_string();
         Ok(m)
+    }
+
+    /// Resolves the manifest's pipelines (derived rbln_configs, step graphs into `resolved`)
+    /// with what `describe` says of each model they use; errors point at the manifest's line.
+    pub fn resolve_pipelines(&mut self, describe: &Describe) -> Result<(), ManifestError> {
+        let text = std::mem::take(&mut self.text);
+        let result = pipelines::resolve(self, &text, describe);
+        self.text = text;
+        result
     }
 
     /// The directory relative paths resolve against.

@@ -1,12 +1,11 @@
 //! Resolving a manifest's `pipelines`: the derived rbln_config of each model a pipeline uses
 //! and each pipeline's step graph, with errors pointing at the manifest's line and column.
 
-use super::{Manifest, ManifestError};
+use super::{Manifest, ManifestError, ModelEntry};
 use crate::pipeline::derive::{self, DeriveError, VaeFacts};
 use crate::pipeline::graph::{self, GraphError, ModelFacts, ScalingFields};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Finds where things are in the manifest text, scoped to a pipeline and a step.
 struct Locator<'a> {
@@ -85,74 +84,40 @@ fn at(
     }
 }
 
-/// The fields of a VAE's config.json that pipelines use.
-#[derive(Debug, Clone)]
-struct VaeJson {
-    facts: VaeFacts,
-    in_channels: usize,
-    scaling: ScalingFields,
+/// What resolving pipelines needs of a model, as its plugin describes it
+/// (`ModelClass::describe_dir`; the host never reads the model's files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelDescription {
+    /// Spatial factor between image and latent.
+    pub vae_scale_factor: usize,
+    /// Whether pipelines run the model in float32.
+    pub force_upcast: bool,
+    /// Image channels.
+    pub in_channels: usize,
+    /// The latent scaling fields.
+    pub scaling: ScalingFields,
 }
 
-fn read_vae_json(dir: &Path) -> Result<VaeJson, String> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
-    let num = |k: &str| v.get(k).filter(|x| !x.is_null());
-    let floats = |k: &str| -> Result<Option<Vec<f64>>, String> {
-        match num(k) {
-            None => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_f64())
-                .collect::<Option<Vec<f64>>>()
-                .map(Some)
-                .ok_or_else(|| format!("{}: {k} must be a list of numbers", path.display())),
-            Some(x) => Err(format!(
-                "{}: {k} must be a list of numbers, got {x}",
-                path.display()
-            )),
-        }
-    };
-    let f = |k: &str| -> Result<Option<f64>, String> {
-        match num(k) {
-            None => Ok(None),
-            Some(x) => x
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| format!("{}: {k} must be a number, got {x}", path.display())),
-        }
-    };
-    let blocks = v
-        .get("block_out_channels")
-        .and_then(Value::as_array)
-        .map_or(4, |b| b.len().clamp(1, 16));
-    let scaling_factor = f("scaling_factor")?.unwrap_or(0.18215);
-    if scaling_factor == 0.0 || !scaling_factor.is_finite() {
+/// Describes a manifest's model (an error says why it cannot).
+pub type Describe<'a> = dyn Fn(&ModelEntry) -> Result<ModelDescription, String> + 'a;
+
+fn checked(d: ModelDescription) -> Result<ModelDescription, String> {
+    let sf = d.scaling.scaling_factor;
+    if sf == 0.0 || !sf.is_finite() {
         return Err(format!(
-            "{}: scaling_factor must be finite and non-zero, got {scaling_factor}",
-            path.display()
+            "scaling_factor must be finite and non-zero, got {sf}"
         ));
     }
-    Ok(VaeJson {
-        facts: VaeFacts {
-            vae_scale_factor: 1 << (blocks - 1),
-            force_upcast: num("force_upcast").and_then(Value::as_bool).unwrap_or(true),
-        },
-        in_channels: num("in_channels").and_then(Value::as_u64).unwrap_or(3) as usize,
-        scaling: ScalingFields {
-            scaling_factor,
-            shift_factor: f("shift_factor")?,
-            latents_mean: floats("latents_mean")?,
-            latents_std: floats("latents_std")?,
-        },
-    })
+    Ok(d)
 }
 
 /// Resolves `manifest.pipelines`: derives the rbln_config of each model a pipeline uses (written
 /// back into its `rbln_config`) and builds each step graph into `manifest.resolved`.
-pub(super) fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), ManifestError> {
+pub(super) fn resolve(
+    manifest: &mut Manifest,
+    text: &str,
+    describe: &Describe,
+) -> Result<(), ManifestError> {
     if manifest.pipelines.is_empty() {
         return Ok(());
     }
@@ -170,7 +135,7 @@ pub(super) fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), Manifes
         if !used {
             continue;
         }
-        let json = read_vae_json(&m.model_id).map_err(|e| {
+        let json = describe(m).and_then(checked).map_err(|e| {
             let line = loc.find(0, "name", &m.name).map_or(0, |(l, _)| l);
             at(
                 manifest,
@@ -265,7 +230,11 @@ pub(super) fn resolve(manifest: &mut Manifest, text: &str) -> Result<(), Manifes
             .iter()
             .find(|e| e.name == model)
             .expect("checked above");
-        let facts = &vae_json[&model].facts;
+        let d = &vae_json[&model];
+        let facts = &VaeFacts {
+            vae_scale_factor: d.vae_scale_factor,
+            force_upcast: d.force_upcast,
+        };
         let config = derive::vae_rbln_config(p, kind, &model, &entry.rbln_config, facts)
             .map_err(|DeriveError { key, message }| perr(&key, "", message))?;
         if let Some((other, prev)) = derived.get_mut(&model) {

@@ -7,13 +7,34 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 const SD_CONFIG: &str = r#"{"block_out_channels": [32, 64, 64], "in_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
     "latent_channels": 4, "scaling_factor": 0.5, "force_upcast": true}"#;
 
 fn parse_with(config: &str, text: &str) -> (tempfile::TempDir, Result<Manifest, ManifestError>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("vae")).unwrap();
     std::fs::write(dir.path().join("vae/config.json"), config).unwrap();
-    let m = Manifest::parse(text, &dir.path().join("m.yaml"));
+    let m = Manifest::parse(text, &dir.path().join("m.yaml")).and_then(|mut m| {
+        // The VAE plugin describes the models, as the host's models layer asks it to.
+        let class = rbln_vae::model_class_box();
+        m.resolve_pipelines(&|e| {
+            let f = crate::models::describe::describe(&class, &e.model_id)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(crate::manifest::ModelDescription {
+                vae_scale_factor: f.vae_scale_factor,
+                force_upcast: f.force_upcast,
+                in_channels: f.in_channels,
+                scaling: crate::pipeline::graph::ScalingFields {
+                    scaling_factor: f.scaling_factor,
+                    shift_factor: f.shift_factor,
+                    latents_mean: f.latents_mean,
+                    latents_std: f.latents_std,
+                },
+            })
+        })?;
+        Ok(m)
+    });
     (dir, m)
 }
 
@@ -81,7 +102,9 @@ fn kinds_derive_the_vae_config() {
 
 #[test]
 fn sdxl_without_force_upcast_keeps_the_default_dtype() {
-    let cfg = r#"{"block_out_channels": [8, 8], "force_upcast": false}"#;
+    let cfg = r#"{"block_out_channels": [8, 8], "force_upcast": false, "norm_num_groups": 8,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
     let (_d, m) = parse_with(
         cfg,
         &with_pipeline("  - name: xl\n    kind: StableDiffusionXLPipeline\n"),
@@ -319,7 +342,7 @@ impl Models for FakeModels {
 
 #[test]
 fn the_executor_runs_the_inpaint_graph_and_checks_inputs() {
-    let cfg = r#"{"block_out_channels": [8], "scaling_factor": 2.0}"#;
+    let cfg = r#"{"block_out_channels": [8], "scaling_factor": 2.0, "norm_num_groups": 8}"#;
     let (_d, m) = parse_with(
         cfg,
         &with_pipeline("  - name: p\n    kind: StableDiffusionInpaintPipeline\n"),

@@ -1,12 +1,16 @@
 //! Opening one library file and deciding whether it is a usable mlhost plugin.
 //!
-//! Order of checks: the file must open and export an abi_stable root module (else it is not a
+//! A directory scan first reads each library's exported symbols ([`candidate`]) and opens only
+//! those exporting abi_stable's root module. Order of checks: the file must open and export an abi_stable root module (else it is not a
 //! plugin and is skipped); the module must be named `mlhost_plugin` (else skipped); its
 //! plugin-api version must be compatible (checked here before abi_stable's own check, so the error
 //! names both versions); then abi_stable checks the root module layout and runs the constructor.
 
 use super::{host_abi_version, RegistryError};
-use plugin_api::abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use object::Object;
+use plugin_api::abi_stable::library::{
+    lib_header_from_path, LibraryError, RootModule, ROOT_MODULE_LOADER_NAME,
+};
 use plugin_api::abi_stable::sabi_types::{VersionNumber, VersionStrings};
 use plugin_api::PluginRootRef;
 use std::path::{Path, PathBuf};
@@ -61,6 +65,29 @@ pub(super) fn library_files(path: &Path) -> Result<Vec<PathBuf>, RegistryError> 
     }
     files.sort();
     Ok(files)
+}
+
+/// Whether a library file in a scanned directory may be an mlhost plugin, decided without
+/// loading it (no foreign code runs): it must be a shared library that exports abi_stable's
+/// root-module symbol. `Err` says why not.
+pub(super) fn candidate(path: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let data = object::ReadCache::new(file);
+    let obj =
+        object::File::parse(&data).map_err(|e| format!("it is not a shared library ({e})"))?;
+    let exports = obj
+        .exports()
+        .map_err(|e| format!("cannot read its exported symbols: {e}"))?;
+    let want = ROOT_MODULE_LOADER_NAME.as_bytes();
+    // Mach-O prefixes C symbol names with `_`.
+    let exported = exports
+        .iter()
+        .any(|e| e.name() == want || e.name().strip_prefix(b"_") == Some(want));
+    if exported {
+        Ok(())
+    } else {
+        Err("it does not export an abi_stable root module, so it is not an mlhost plugin".into())
+    }
 }
 
 /// Opens a library and, if it exports an mlhost root module, checks and initializes it.

@@ -16,7 +16,7 @@ pub mod pipeline;
 
 use crate::error::UsageError;
 use crate::manifest::Manifest;
-use crate::models::resolve::manifest_plugins;
+use crate::models::manifest::open_manifest;
 use crate::models::served::{load_manifest_model, load_repository_model, LoadedModel};
 use crate::oip::Limits;
 use crate::plugins::{plugin_search_path, PluginRegistry};
@@ -48,18 +48,17 @@ pub struct ServeOptions {
 /// Runs the server until a signal; returns once drained (or the exit timeout passed).
 pub fn run(plugin_dirs: &[PathBuf], opts: &ServeOptions) -> anyhow::Result<()> {
     let search = plugin_search_path(plugin_dirs)?;
-    let manifest = match &opts.manifest {
-        Some(file) => Some(Manifest::load(file).map_err(|e| UsageError(e.to_string()))?),
-        None => None,
+    let (manifest, registry) = match &opts.manifest {
+        Some(file) => {
+            let (m, registry) = open_manifest(file, &search)?;
+            (Some(m), registry)
+        }
+        None => (None, PluginRegistry::load(&search)?),
     };
     if let Some(threads) = manifest.as_ref().and_then(Manifest::threads) {
         // Read by the runtime's thread pool when it first starts (no model has run yet).
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
-    let registry = match &manifest {
-        Some(m) => PluginRegistry::load(&manifest_plugins(m, &search)?)?,
-        None => PluginRegistry::load(&search)?,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mlhost-http")

@@ -292,3 +292,55 @@ pub fn outputs(reply: &Reply) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
     );
     out
 }
+
+/// Starts a server of the `HoldModel` test plugin as `hold` (method `hold.echo`: `x` [B, 2] ->
+/// `y = 2 x`, compiled batch 4) with `serving` options; returns it and the plugin's gate
+/// directory (see host/tests/hold-plugin).
+pub fn start_hold(serving: &str) -> (Server, PathBuf) {
+    let dir = TempDir::new("hold");
+    let lib = copy_library("hold_plugin", dir.path());
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).expect("create the gate directory");
+    let text = format!(
+        "plugins: [rbln_npu, {}]\nmodels:\n  - name: hold\n    class: HoldModel\n    \
+         model_id: {}\n    rbln_config: {{batch_size: 4, gate: {}}}\n    serving: {serving}\n",
+        lib.display(),
+        dir.path().display(),
+        gate.display()
+    );
+    let manifest = dir.path().join("hold.yaml");
+    std::fs::write(&manifest, text).expect("write the manifest");
+    let server = start(&[manifest.to_str().expect("utf-8 path")], vec![dir]);
+    (server, gate)
+}
+
+/// Waits until `cond` holds (something the server does, observed; never a guess of how long it
+/// takes). Panics naming `what` after 120 s.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 120 s for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+impl Server {
+    /// Waits for a standard error line containing `needle`; returns the lines read until then.
+    pub fn wait_line(&self, needle: &str) -> Vec<String> {
+        let rx = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("no line with {needle:?} in 120 s: {seen:?}"));
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+    }
+}

@@ -96,7 +96,7 @@ pub fn infer_node_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, Stri
                 ));
             }
             let c = x[1];
-            if g.num_groups == 0 || c % g.num_groups != 0 {
+            if g.num_groups == 0 || !c.is_multiple_of(g.num_groups) {
                 return Err(format!(
                     "num_groups ({}) must divide num_channels ({c})",
                     g.num_groups

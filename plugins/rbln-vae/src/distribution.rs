@@ -25,7 +25,7 @@ impl LatentDistribution {
     /// clamping logvar to `[-30, 20]` as diffusers does.
     pub fn from_moments(moments: &Tensor) -> Result<LatentDistribution, PluginError> {
         let s = moments.shape();
-        if s.len() != 4 || s[1] % 2 != 0 || s[1] == 0 {
+        if s.len() != 4 || !s[1].is_multiple_of(2) || s[1] == 0 {
             return Err(PluginError::invalid(format!(
                 "moments must be [B, 2 * latent_channels, h, w], got {}",
                 shape_str(&s)

@@ -114,6 +114,37 @@ impl ModelClass for VaeClass {
             Ok(Model_TO::from_value(VaeModel(m), TD_Opaque))
         })
     }
+    fn describe_dir(&self, dir: RStr<'_>) -> PluginResult<RString> {
+        guard(|| {
+            Ok(RString::from(
+                describe(Path::new(dir.as_str()))?.to_string(),
+            ))
+        })
+    }
+}
+
+/// The pipeline-facing facts of a diffusers or compiled directory (see
+/// `plugin_api::ModelClass::describe_dir`): from `config.json`, and a compiled directory's
+/// `rbln_config.json` must parse too.
+fn describe(dir: &Path) -> Result<Value, PluginError> {
+    let rbln = dir.join(crate::rbln_config::RBLN_CONFIG_FILE);
+    if rbln.is_file() {
+        let text = std::fs::read_to_string(&rbln)
+            .map_err(|e| PluginError::invalid(format!("cannot read {}: {e}", rbln.display())))?;
+        serde_json::from_str::<Value>(&text).map_err(|e| {
+            PluginError::invalid(format!("{} is not valid JSON: {e}", rbln.display()))
+        })?;
+    }
+    let c = crate::config::AutoencoderKLConfig::from_dir(dir)?;
+    Ok(serde_json::json!({
+        "in_channels": c.in_channels,
+        "vae_scale_factor": c.vae_scale_factor(),
+        "scaling_factor": c.scaling_factor,
+        "shift_factor": c.shift_factor,
+        "latents_mean": c.latents_mean,
+        "latents_std": c.latents_std,
+        "force_upcast": c.force_upcast,
+    }))
 }
 
 struct VaeModel(RBLNAutoencoderKL);

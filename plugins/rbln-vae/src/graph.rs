@@ -17,7 +17,7 @@ pub const DECODER: (&str, &str, &str) = ("decoder", "z", "sample");
 
 fn check_size(model: &AutoencoderKL, batch: usize, h: usize, w: usize) -> Result<(), PluginError> {
     let vsf = model.config.vae_scale_factor();
-    if batch == 0 || h == 0 || w == 0 || h % vsf != 0 || w % vsf != 0 {
+    if batch == 0 || h == 0 || w == 0 || !h.is_multiple_of(vsf) || !w.is_multiple_of(vsf) {
         return Err(PluginError::invalid(format!(
             "cannot build a VAE graph for batch {batch} and image size {h}x{w}: the batch must \
              be positive and height and width positive multiples of vae_scale_factor ({vsf})"

@@ -1,0 +1,51 @@
+//! Opening a manifest: its plugins loaded, then its pipelines resolved with what the plugins say
+//! of its models (`ModelClass::describe_dir`).
+
+use super::describe::describe;
+use super::resolve::manifest_plugins;
+use crate::error::UsageError;
+use crate::manifest::{Manifest, ModelDescription, ModelEntry};
+use crate::pipeline::graph::ScalingFields;
+use crate::plugins::PluginRegistry;
+use std::path::{Path, PathBuf};
+
+/// Describes a manifest model through the class it names (or the only one loaded).
+pub fn describe_entry(
+    registry: &PluginRegistry,
+    entry: &ModelEntry,
+) -> Result<ModelDescription, String> {
+    let class = registry
+        .select_model_class(entry.class.as_deref())
+        .map_err(|e| e.to_string())?;
+    let class = registry.model_class(&class).map_err(|e| e.to_string())?;
+    let facts = describe(class, &entry.model_id).map_err(|e| format!("{e:#}"))?;
+    Ok(ModelDescription {
+        vae_scale_factor: facts.vae_scale_factor,
+        force_upcast: facts.force_upcast,
+        in_channels: facts.in_channels,
+        scaling: ScalingFields {
+            scaling_factor: facts.scaling_factor,
+            shift_factor: facts.shift_factor,
+            latents_mean: facts.latents_mean,
+            latents_std: facts.latents_std,
+        },
+    })
+}
+
+/// Resolves `manifest`'s pipelines with `registry`'s descriptions of its models.
+pub fn resolve_pipelines(manifest: &mut Manifest, registry: &PluginRegistry) -> anyhow::Result<()> {
+    manifest
+        .resolve_pipelines(&|e| describe_entry(registry, e))
+        .map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Reads `file`, loads the plugins it names (searched in `search`) and resolves its pipelines.
+pub fn open_manifest(
+    file: &Path,
+    search: &[PathBuf],
+) -> anyhow::Result<(Manifest, PluginRegistry)> {
+    let mut manifest = Manifest::load(file).map_err(|e| UsageError(e.to_string()))?;
+    let registry = PluginRegistry::load(&manifest_plugins(&manifest, search)?)?;
+    resolve_pipelines(&mut manifest, &registry)?;
+    Ok((manifest, registry))
+}
