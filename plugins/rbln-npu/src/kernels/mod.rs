@@ -7,6 +7,7 @@ pub mod buffers;
 pub mod conv;
 pub mod eltwise;
 pub mod gemm;
+pub mod isa;
 pub mod layout;
 pub mod matmul;
 pub mod norm;

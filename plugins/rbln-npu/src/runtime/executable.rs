@@ -40,6 +40,7 @@ impl Drop for NpuExecutable {
 impl NpuExecutable {
     /// Verifies and loads artifact bytes (see [`artifact::decode`]).
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
+        crate::kernel_path()?;
         Ok(NpuExecutable {
             program: Arc::new(artifact::decode(bytes)?),
             pool: Arc::default(),
