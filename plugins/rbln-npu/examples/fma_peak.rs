@@ -11,6 +11,9 @@
 
 use std::time::Instant;
 
+/// One FMA width: its name, lanes, loop iterations and the loop.
+type Width = (&'static str, usize, u64, fn(u64) -> f32);
+
 /// Independent accumulator chains per thread.
 const CHAINS: usize = 12;
 
@@ -92,8 +95,7 @@ fn main() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let iters: u64 = 200_000_000;
     // Narrower first, so that the last line is the widest FMA on the most threads.
-    let mut widths: Vec<(&str, usize, u64, fn(u64) -> f32)> =
-        vec![("256-bit AVX2+FMA", 8, iters, run_256)];
+    let mut widths: Vec<Width> = vec![("256-bit AVX2+FMA", 8, iters, run_256)];
     if has_512 {
         widths.push(("512-bit AVX-512F", 16, iters / 2, run_512));
     }
