@@ -4,11 +4,13 @@
 //! noisy machine slows them alike. Then compares our GEMM with the `gemm` crate (its runtime
 //! dispatch, AVX-512 included) and `matrixmultiply` (the one ndarray uses) on plain matrices of
 //! the 1x1-convolution shapes (all threads) and of the Winograd point products (one thread, as
-//! each Winograd chunk runs), A packed ahead of time for us. Prints medians of RUNS (default 5)
+//! each Winograd chunk runs), A packed ahead of time for us, and, on the former, our GEMM with
+//! bfloat16 inputs (`kernels::bf16`). Prints medians of RUNS (default 5)
 //! in GFLOP/s, and each path's ratio to the first.
 //!
 //!     cargo run --release -p rbln-npu --example gemm_bench -- [RUNS] [THREADS]
 
+use rbln_npu::kernels::bf16;
 use rbln_npu::kernels::conv::{conv2d_packed, ConvGeom};
 use rbln_npu::kernels::gemm::{gemm, gemm_serial, pack_a, COut, RowMajorB};
 use rbln_npu::kernels::isa::{self, Isa, Path};
@@ -207,9 +209,10 @@ fn main() {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 17) as f32 * 0.1).collect();
         let ap = pack_a(&a, m, k);
+        let ap16 = bf16::pack_a(&a, m, k);
         let flops = 2.0 * (m * n * k) as f64;
         let c = std::cell::RefCell::new(vec![0.0f32; m * n]);
-        let (a, b, ap, c) = (&a, &b, &ap, &c);
+        let (a, b, ap, ap16, c) = (&a, &b, &ap, &ap16, &c);
         let mut contenders: Vec<Contender<'_>> = Vec::new();
         for &p in &paths {
             let f: Box<dyn FnMut() + '_> = Box::new(move || {
@@ -262,6 +265,16 @@ fn main() {
             }),
         ));
         if parallel {
+            for &p in &paths {
+                let label = match bf16::native(p) {
+                    true => format!("bf16 {} (vdpbf16ps)", p.isa()),
+                    false => format!("bf16 {} (converted)", p.isa()),
+                };
+                let f: Box<dyn FnMut() + '_> = Box::new(move || {
+                    isa::with_path(p, || bf16::gemm(m, n, k, ap16, b, &mut c.borrow_mut()))
+                });
+                contenders.push((label, f));
+            }
             contenders.push((
                 "matrixmultiply".into(),
                 Box::new(move || {

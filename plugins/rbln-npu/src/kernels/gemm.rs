@@ -363,6 +363,18 @@ fn micro_avx512_12x32(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) 
     avx512_tiles!(kc, a, b, out; (2, 2), (2, 1), (1, 2), (1, 1))
 }
 
+/// The other register tiles that fit 32 zmm registers, measured against 12x32 by the
+/// `avx512_tile_shapes_speed` probe.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn micro_avx512_6x64(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    avx512_tiles!(kc, a, b, out; (1, 4), (1, 3), (1, 2), (1, 1))
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+fn micro_avx512_24x16(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    avx512_tiles!(kc, a, b, out; (4, 1), (3, 1), (2, 1), (1, 1))
+}
+
 /// Name of the micro-kernel the current path uses, for descriptions.
 pub fn kernel_isa() -> &'static str {
     match isa::path().isa() {
@@ -384,7 +396,15 @@ pub fn gemm(
     bias: Option<&[f32]>,
     c: COut<'_>,
 ) {
-    gemm_on(m, n, k, a_packed, b, bias, c, true)
+    gemm_on(
+        Micro::of(isa::path()),
+        (m, n, k),
+        a_packed,
+        b,
+        bias,
+        c,
+        true,
+    )
 }
 
 /// [`gemm`] on the calling thread only, for callers that already run in parallel.
@@ -397,14 +417,20 @@ pub fn gemm_serial(
     bias: Option<&[f32]>,
     c: COut<'_>,
 ) {
-    gemm_on(m, n, k, a_packed, b, bias, c, false)
+    gemm_on(
+        Micro::of(isa::path()),
+        (m, n, k),
+        a_packed,
+        b,
+        bias,
+        c,
+        false,
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn gemm_on(
-    m: usize,
-    n: usize,
-    k: usize,
+    micro: Micro,
+    (m, n, k): (usize, usize, usize),
     a_packed: &[f32],
     b: &dyn BSource,
     bias: Option<&[f32]>,
@@ -433,7 +459,6 @@ fn gemm_on(
         }
         return;
     }
-    let micro = Micro::of(isa::path());
     let tasks_wanted = if parallel {
         4 * rayon::current_num_threads()
     } else {
@@ -606,6 +631,103 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Tile-shape probe: `cargo test -p rbln-npu --release --lib -- --ignored --nocapture
+    /// avx512_tile_shapes_speed`. One thread, the shapes alternating run by run; medians.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore]
+    fn avx512_tile_shapes_speed() {
+        let Ok(path) = Isa::Avx512.check() else {
+            println!("skipped: this CPU has no avx512 path");
+            return;
+        };
+        let mut shapes = vec![
+            (
+                "12x32",
+                Micro {
+                    ra: 2,
+                    rb: 2,
+                    f: micro_avx512_12x32,
+                },
+            ),
+            (
+                "6x64",
+                Micro {
+                    ra: 1,
+                    rb: 4,
+                    f: micro_avx512_6x64,
+                },
+            ),
+            (
+                "24x16",
+                Micro {
+                    ra: 4,
+                    rb: 1,
+                    f: micro_avx512_24x16,
+                },
+            ),
+        ];
+        if let Ok(p) = Isa::Avx2.check() {
+            shapes.push(("avx2 6x16", Micro::of(p)));
+        }
+        let _ = path;
+        for (m, n, k) in [
+            (512, 128, 512),
+            (256, 128, 256),
+            (128, 1024, 256),
+            (512, 512, 512),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 17) as f32 * 0.1).collect();
+            let ap = pack_a(&a, m, k);
+            let mut want = vec![0.0f32; m * n];
+            let mut times = vec![Vec::new(); shapes.len()];
+            for round in 0..10 {
+                for (s, (name, micro)) in shapes.iter().enumerate() {
+                    let mut c = vec![0.0f32; m * n];
+                    let out = COut {
+                        data: &mut c,
+                        rs: n,
+                        cs: 1,
+                    };
+                    let t = std::time::Instant::now();
+                    gemm_on(
+                        *micro,
+                        (m, n, k),
+                        &ap,
+                        &RowMajorB { data: &b, ld: n },
+                        None,
+                        out,
+                        false,
+                    );
+                    times[s].push(t.elapsed().as_secs_f64());
+                    if round == 0 && s == 0 {
+                        want = c;
+                    } else if round == 0 {
+                        let err = c
+                            .iter()
+                            .zip(&want)
+                            .fold(0f32, |e, (x, y)| e.max((x - y).abs()));
+                        assert!(
+                            err <= 1e-3 * want.iter().fold(1f32, |e, y| e.max(y.abs())),
+                            "{name}"
+                        );
+                    }
+                }
+            }
+            let line: Vec<String> = shapes
+                .iter()
+                .zip(&mut times)
+                .map(|((name, _), t)| {
+                    t.sort_by(f64::total_cmp);
+                    let med = t[t.len() / 2];
+                    format!("{name} {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / med / 1e9)
+                })
+                .collect();
+            println!("{m}x{n}x{k}, 1 thread: {}", line.join(", "));
         }
     }
 }

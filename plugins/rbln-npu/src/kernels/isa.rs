@@ -172,6 +172,21 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether `path` multiplies bfloat16 pairs in hardware (`vdpbf16ps`): the `avx512` path on a
+/// CPU that also has AVX512_BF16 (detected once).
+pub fn bf16_dot(path: Path) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        path.0 == Isa::Avx512 && *HAS.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// One line for descriptions: the path, whether it was forced, and the CPU's widest.
 pub fn describe() -> String {
     match selected() {

@@ -3,6 +3,7 @@
 //! on. The only module with `unsafe`.
 
 pub mod attention;
+pub mod bf16;
 pub mod buffers;
 pub mod conv;
 pub mod eltwise;
