@@ -12,8 +12,8 @@
 //!   columns, word `d * NR + j`.
 //!
 //! With AVX512_BF16 (on the `avx512` path) the micro-kernel is a 12x32 tile of `vdpbf16ps`;
-//! elsewhere the bf16 values are converted back to f32 exactly and multiplied in f32, so the
-//! mode is correct on every CPU and fast where the CPU helps.
+//! elsewhere the bf16 values are converted back to f32 exactly and multiplied by the path's f32
+//! GEMM, so the mode is correct on every CPU and fast where the CPU helps.
 
 use super::gemm::{MR, NR};
 use super::isa::{self, Path};
@@ -95,27 +95,6 @@ fn pack_b_panel(
 /// One `MR x NR` block of accumulators.
 type Block = [[f32; NR]; MR];
 
-/// `out[r * b.len() + j] = a[r] x b[j]` over `dc` pairs, with the bf16 values converted to f32
-/// exactly (every path).
-fn micro_portable(dc: usize, a: &[&[u32]], b: &[&[u32]], out: &mut [Block]) {
-    for (r, ap) in a.iter().enumerate() {
-        for (j, bp) in b.iter().enumerate() {
-            let blk = &mut out[r * b.len() + j];
-            *blk = [[0.0; NR]; MR];
-            for d in 0..dc {
-                let bw = &bp[d * NR..(d + 1) * NR];
-                for (i, acc) in blk.iter_mut().enumerate() {
-                    let aw = ap[d * MR + i];
-                    let (a0, a1) = (from_bf16(aw as u16), from_bf16((aw >> 16) as u16));
-                    for (c, &w) in acc.iter_mut().zip(bw) {
-                        *c += a0 * from_bf16(w as u16) + a1 * from_bf16((w >> 16) as u16);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The `vdpbf16ps` register tile: `RA` `A` panels times `RB` `B` panels, one pair of depths
 /// per step.
 ///
@@ -188,19 +167,6 @@ fn micro_bf16(dc: usize, a: &[&[u32]], b: &[&[u32]], out: &mut [Block]) {
     }
 }
 
-/// A bf16 micro-kernel: `out[r * b.len() + j] = a[r] x b[j]` over `dc` pairs.
-type MicroFn = fn(usize, &[&[u32]], &[&[u32]], &mut [Block]);
-
-/// The micro-kernel for `path` and the panels per tile.
-fn kernel(path: Path) -> (MicroFn, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if isa::bf16_dot(path) {
-        return (micro_bf16, 2);
-    }
-    let _ = path;
-    (micro_portable, 1)
-}
-
 /// Whether this path multiplies bf16 in hardware (`vdpbf16ps`) rather than by conversion.
 pub fn native(path: Path) -> bool {
     isa::bf16_dot(path)
@@ -223,7 +189,45 @@ pub fn gemm(m: usize, n: usize, k: usize, a_packed: &[u32], b: &[f32], c: &mut [
         c.fill(0.0);
         return;
     }
-    let (micro, rab) = kernel(isa::path());
+    let path = isa::path();
+    #[cfg(target_arch = "x86_64")]
+    if native(path) {
+        return gemm_native(m, n, k, a_packed, b, c);
+    }
+    gemm_converted(m, n, k, a_packed, b, c)
+}
+
+/// [`gemm`] without `vdpbf16ps`: both operands converted back to f32 (exactly) and multiplied
+/// by the f32 GEMM of the current path (over `2 kp` depths; a missing last depth is zero).
+fn gemm_converted(m: usize, n: usize, k: usize, a_packed: &[u32], b: &[f32], c: &mut [f32]) {
+    let kp = k.div_ceil(2);
+    let a: Vec<f32> = a_packed[..packed_a_len(m, k)]
+        .chunks_exact(MR * kp)
+        .flat_map(|panel| {
+            (0..2 * kp).flat_map(move |kk| {
+                let (d, half) = (kk / 2, 16 * (kk % 2) as u32);
+                panel[d * MR..(d + 1) * MR]
+                    .iter()
+                    .map(move |&w| from_bf16((w >> half) as u16))
+            })
+        })
+        .collect();
+    let mut br: Vec<f32> = b.iter().map(|&x| from_bf16(to_bf16(x))).collect();
+    br.resize(2 * kp * n, 0.0);
+    let src = super::gemm::RowMajorB { data: &br, ld: n };
+    let out = super::gemm::COut {
+        data: c,
+        rs: n,
+        cs: 1,
+    };
+    super::gemm::gemm(m, n, 2 * kp, &a, &src, None, out);
+}
+
+/// [`gemm`] with the `vdpbf16ps` micro-kernel.
+#[cfg(target_arch = "x86_64")]
+fn gemm_native(m: usize, n: usize, k: usize, a_packed: &[u32], b: &[f32], c: &mut [f32]) {
+    let kp = k.div_ceil(2);
+    let (micro, rab) = (micro_bf16, 2);
     let a_panels = m.div_ceil(MR);
     let nc = n
         .div_ceil(4 * rayon::current_num_threads())
