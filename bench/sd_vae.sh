@@ -49,7 +49,8 @@ for S in $SIZES; do
   echo "== $S x $S"
   start=$(date +%s.%N)
   $MLHOST compile "$dir" -o "$out" --uses-encoder --sample-size "$S" >/dev/null 2>&1
-  echo "{\"compile_s\": $(echo "$(date +%s.%N) - $start" | bc)}" >"$RES/ours-$S-compile.json"
+  # awk's printf keeps the leading zero that bc drops (`.81` is not JSON).
+  echo "{\"compile_s\": $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.3f", b - a}')}" >"$RES/ours-$S-compile.json"
   for m in encode decode; do
     $MLHOST bench "$out" --method $m --runs "$RUNS" --warmup 1 --threads "$THREADS" --json \
       >"$RES/ours-$S-$m.json"

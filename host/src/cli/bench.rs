@@ -155,9 +155,13 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // What the device says it runs on (rbln-npu: threads and kernel path).
+    let device = registry.select_device(args.backend.device.as_deref())?;
+    let device_description = registry.device(&device)?.description().to_string();
     if args.json {
         let v = json!({
             "model_dir": dir, "method": name, "input_shape": shape, "threads": threads,
+            "device": device, "device_description": device_description,
             "runs": args.runs, "warmup": args.warmup, "load_s": load_s,
             "min_s": min, "median_s": median, "max_s": max, "times_s": times,
             "gflop_per_call": gflop, "effective_gflops": gflops,
@@ -166,6 +170,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!("{name} on {dir}: input {shape:?}, {threads} threads, load {load_s:.3} s");
+        println!("  device {device}: {device_description}");
         println!(
             "  {} runs after {} warm-up: min {min:.4} s, median {median:.4} s, max {max:.4} s",
             args.runs, args.warmup

@@ -437,7 +437,7 @@ fn locate_nth(text: &str, key: &str, value: &str, skip: usize) -> (usize, usize)
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let starts = line.match_indices(key).map(|(i, _)| i).filter(|&i| {
-            let before = line[..i].trim_end_matches(|c| c == ' ' || c == '-');
+            let before = line[..i].trim_end_matches([' ', '-']);
             let boundary = before.is_empty() || before.ends_with(['{', ',']);
             boundary && line[i + key.len()..].starts_with(':')
         });

@@ -37,6 +37,11 @@ pub fn summary(p: &Program, artifact_len: usize) -> String {
             .num_devices
             .map_or("default".to_string(), |n| n.to_string())
     );
+    let _ = writeln!(
+        s,
+        "kernel path on this host: {}",
+        crate::kernels::isa::describe()
+    );
     for i in &p.inputs {
         let _ = writeln!(s, "input  {}: {} f32", i.name, shape_str(&i.shape));
     }

@@ -26,6 +26,7 @@ impl NpuCompiler {
         options_json: &str,
         progress: &dyn Fn(&str, u64, u64),
     ) -> Result<Vec<u8>, PluginError> {
+        kernel_path()?;
         compiler::compile(graph, options_json, progress)
     }
 
@@ -43,9 +44,9 @@ impl NpuDevice {
     /// Says plainly what executes the code.
     pub fn description_text(&self) -> String {
         format!(
-            "rbln-npu runtime: no NPU hardware is present; compiled graphs execute on {} host CPU thread(s) ({} GEMM micro-kernel)",
+            "rbln-npu runtime: no NPU hardware is present; compiled graphs execute on {} host CPU thread(s); kernel path: {}",
             rayon::current_num_threads(),
-            kernels::gemm::kernel_isa()
+            kernels::isa::describe()
         )
     }
 
@@ -57,7 +58,14 @@ impl NpuDevice {
 
 /// Compiles `graph` to artifact bytes without progress reporting.
 pub fn compile_graph(graph: Graph, options_json: &str) -> Result<Vec<u8>, PluginError> {
+    kernel_path()?;
     compiler::compile(graph, options_json, &|_, _, _| {})
+}
+
+/// The kernels' instruction-set path, or the error saying why `RBLN_NPU_ISA` cannot be honored
+/// (checked before compiling or loading anything).
+pub(crate) fn kernel_path() -> Result<kernels::isa::Path, PluginError> {
+    kernels::isa::selected().map_err(|e| PluginError::unsupported(format!("rbln-npu: {e}")))
 }
 
 /// Compiles `graph`, loads the artifact and runs it once.

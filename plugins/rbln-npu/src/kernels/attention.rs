@@ -6,6 +6,7 @@
 
 use super::eltwise::exp_fast;
 use super::gemm::{self, COut, TransposedB, NR};
+use super::isa::{self, Isa, Path};
 use super::SharedOut;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -43,46 +44,76 @@ pub fn attention(
         let ob = &mut out[bi * n * e..(bi + 1) * n * e];
         let shared = SharedOut(ob.as_mut_ptr());
         let shared = &shared;
+        let path = isa::path();
         (0..n.div_ceil(ROWS)).into_par_iter().for_each(|blk| {
             let r0 = blk * ROWS;
             let rows = ROWS.min(n - r0);
-            SCORES.with(|cell| {
-                let mut scores = cell.borrow_mut();
-                if scores.len() < ROWS * m {
-                    scores.resize(ROWS * m, 0.0);
-                }
-                let s = &mut scores[..rows * m];
-                // S^T (M x rows) stored as score rows: element (j, r) at r * m + j.
-                let st = COut {
-                    data: s,
-                    rs: 1,
-                    cs: m,
-                };
-                let qt = TransposedB {
-                    data: &qb[r0 * d..(r0 + rows) * d],
-                    ld: d,
-                };
-                gemm::gemm_serial(m, rows, d, &ka, &qt, None, st);
-                for row in s.chunks_mut(m) {
-                    softmax_scaled(row, scale);
-                }
-                // SAFETY: rows r0 .. r0 + rows of this batch's output belong to this block
-                // only; the range is inside `ob`.
-                let o = unsafe { std::slice::from_raw_parts_mut(shared.0.add(r0 * e), rows * e) };
-                let ot = COut {
-                    data: o,
-                    rs: 1,
-                    cs: e,
-                };
-                let p = TransposedB { data: s, ld: m };
-                gemm::gemm_serial(e, rows, m, &va, &p, None, ot);
+            // The GEMMs run on this worker thread: on the caller's path.
+            isa::with_path(path, || {
+                SCORES.with(|cell| {
+                    let mut scores = cell.borrow_mut();
+                    if scores.len() < ROWS * m {
+                        scores.resize(ROWS * m, 0.0);
+                    }
+                    let s = &mut scores[..rows * m];
+                    // S^T (M x rows) stored as score rows: element (j, r) at r * m + j.
+                    let st = COut {
+                        data: s,
+                        rs: 1,
+                        cs: m,
+                    };
+                    let qt = TransposedB {
+                        data: &qb[r0 * d..(r0 + rows) * d],
+                        ld: d,
+                    };
+                    gemm::gemm_serial(m, rows, d, &ka, &qt, None, st);
+                    for row in s.chunks_mut(m) {
+                        softmax_scaled(path, row, scale);
+                    }
+                    // SAFETY: rows r0 .. r0 + rows of this batch's output belong to this block
+                    // only; the range is inside `ob`.
+                    let o =
+                        unsafe { std::slice::from_raw_parts_mut(shared.0.add(r0 * e), rows * e) };
+                    let ot = COut {
+                        data: o,
+                        rs: 1,
+                        cs: e,
+                    };
+                    let p = TransposedB { data: s, ld: m };
+                    gemm::gemm_serial(e, rows, m, &va, &p, None, ot);
+                })
             })
         });
     }
 }
 
+/// `row = softmax(scale * row)` in place, vectorized for `path`.
+fn softmax_scaled(path: Path, row: &mut [f32], scale: f32) {
+    match path.isa() {
+        // SAFETY (both): a path exists only if the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { softmax_avx512(row, scale) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { softmax_avx2(row, scale) },
+        _ => softmax_body(row, scale),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(row: &mut [f32], scale: f32) {
+    softmax_body(row, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
+    softmax_body(row, scale)
+}
+
 /// `row = softmax(scale * row)` in place (max-subtracted, sum in f64).
-fn softmax_scaled(row: &mut [f32], scale: f32) {
+#[inline(always)]
+fn softmax_body(row: &mut [f32], scale: f32) {
     let mut max = f32::NEG_INFINITY;
     for x in row.iter_mut() {
         *x *= scale;

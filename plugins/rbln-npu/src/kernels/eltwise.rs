@@ -1,5 +1,6 @@
 //! Element-wise kernels: activations, add, scale. Parallel over fixed-size chunks.
 
+use super::isa::{self, Isa, Path};
 use plugin_api::graph::Activation;
 use rayon::prelude::*;
 
@@ -107,33 +108,30 @@ unsafe fn silu_avx2(x: Option<&[f32]>, out: &mut [f32]) {
     map_into(x, out, silu_fast)
 }
 
-/// [`silu_fast`] over `x` (or in place over `out`), vectorized with AVX2 when available.
-fn silu_into(x: Option<&[f32]>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { silu_avx2(x, out) };
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_avx512(x: Option<&[f32]>, out: &mut [f32]) {
     map_into(x, out, silu_fast)
 }
 
-/// Whether the AVX2+FMA versions may run on this CPU (detected once).
-pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+/// [`silu_fast`] over `x` (or in place over `out`), vectorized for `path`.
+fn silu_into(path: Path, x: Option<&[f32]>, out: &mut [f32]) {
+    match path.isa() {
+        // SAFETY (both): a path exists only if the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { silu_avx512(x, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { silu_avx2(x, out) },
+        _ => map_into(x, out, silu_fast),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `out = act(x)`, or `out = act(out)` when `x` is `None`.
 fn activation_into(kind: Activation, x: Option<&[f32]>, out: &mut [f32]) {
+    let path = isa::path();
     par_chunks(x, out, |_, i, o| {
         if kind == Activation::Silu {
-            return silu_into(i, o);
+            return silu_into(path, i, o);
         }
         map_into(i, o, |v| activate(kind, v))
     });

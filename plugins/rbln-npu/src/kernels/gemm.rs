@@ -5,9 +5,9 @@
 //! transposed matrix, or an im2col view of an image), so no full im2col buffer is ever built.
 //! Column blocks of `C` run in parallel on rayon's pool.
 
+use super::isa::{self, Isa, Path};
 use super::SharedOut;
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Rows of an `A` panel (micro-tile height).
 pub const MR: usize = 6;
@@ -137,11 +137,60 @@ pub struct COut<'a> {
     pub cs: usize,
 }
 
-/// A micro-kernel: `kc` depth steps of an `MR`-row `A` panel times an `NR`-column `B` panel.
-pub(crate) type MicroKernel = fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR];
+/// The accumulators of one `A` panel times one `B` panel: an `MR x NR` block of `C`.
+pub(crate) type Block = [[f32; NR]; MR];
+
+/// A path's micro-kernel: `kc` depth steps of up to `ra` `A` panels (of [`MR`] rows) times up to
+/// `rb` `B` panels (of [`NR`] columns), a register tile of `ra * MR x rb * NR` accumulators.
+/// The panels are the packed layouts above, so every path reads the same packing (and the
+/// same artifacts).
+#[derive(Clone, Copy)]
+pub(crate) struct Micro {
+    /// `A` panels per tile.
+    pub(crate) ra: usize,
+    /// `B` panels per tile.
+    pub(crate) rb: usize,
+    /// `f(kc, a, b, out)`: `out[r * b.len() + j] = a[r] x b[j]`, for `1..=ra` panels `a`
+    /// (`kc * MR` floats each) and `1..=rb` panels `b` (`kc * NR` floats each).
+    f: MicroFn,
+}
+
+/// The signature of [`Micro`]'s kernel.
+type MicroFn = fn(usize, &[&[f32]], &[&[f32]], &mut [Block]);
+
+impl Micro {
+    /// The micro-kernel of `path`.
+    pub(crate) fn of(path: Path) -> Micro {
+        match path.isa() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Micro {
+                ra: 2,
+                rb: 2,
+                f: micro_avx512_12x32,
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Micro {
+                ra: 1,
+                rb: 1,
+                f: micro_avx2_entry,
+            },
+            _ => Micro {
+                ra: 1,
+                rb: 1,
+                f: micro_portable,
+            },
+        }
+    }
+
+    /// `out[r * b.len() + j] = a[r] x b[j]` over depth `kc` (see [`Micro`]'s field `f`).
+    #[inline(always)]
+    pub(crate) fn run(&self, kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+        (self.f)(kc, a, b, out)
+    }
+}
 
 #[inline(always)]
-fn micro_body(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+fn micro_body(kc: usize, a: &[f32], b: &[f32]) -> Block {
     let mut acc = [[0.0f32; NR]; MR];
     for (ak, bk) in a[..kc * MR]
         .chunks_exact(MR)
@@ -157,15 +206,15 @@ fn micro_body(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     acc
 }
 
-fn micro_portable(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    micro_body(kc, a, b)
+fn micro_portable(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    out[0] = micro_body(kc, a[0], b[0]);
 }
 
 /// The 6x16 AVX2+FMA micro-kernel written with intrinsics, so that it stays in registers at
 /// any optimization level: 12 accumulators, two `B` loads and one broadcast per row and depth.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+unsafe fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> Block {
     use std::arch::x86_64::*;
     const { assert!(MR == 6 && NR == 16) };
     assert!(
@@ -223,30 +272,107 @@ unsafe fn micro_avx2_fma(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn micro_avx2_entry(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    // SAFETY: this entry is only selected by `micro_kernel` after runtime detection of AVX2 and FMA.
-    unsafe { micro_avx2_fma(kc, a, b) }
+fn micro_avx2_entry(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    // SAFETY: `Micro::of` returns this entry only for an AVX2 path, whose existence proves
+    // that the CPU has AVX2 and FMA.
+    out[0] = unsafe { micro_avx2_fma(kc, a[0], b[0]) };
 }
 
-/// The micro-kernel chosen once for this CPU.
-pub(crate) fn micro_kernel() -> MicroKernel {
-    static K: OnceLock<MicroKernel> = OnceLock::new();
-    *K.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return micro_avx2_entry as MicroKernel;
+/// The AVX-512 register tile: `RA` `A` panels times `RB` `B` panels, `RA * MR * RB` zmm
+/// accumulators (24 of the 32 registers at 2 x 2, i.e. 12 x 32), `RB` loads of `B` and one
+/// broadcast of `A` per row and depth.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a[r]` must point to `kc * MR` floats and `b[j]` to `kc * NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const RA: usize, const RB: usize>(
+    kc: usize,
+    a: [*const f32; RA],
+    b: [*const f32; RB],
+    out: &mut [Block],
+) {
+    use std::arch::x86_64::*;
+    const { assert!(NR == 16) };
+    let mut c = [[[_mm512_setzero_ps(); RB]; MR]; RA];
+    for k in 0..kc {
+        // SAFETY: k < kc, and the caller guarantees kc * NR floats behind every b[j] and
+        // kc * MR behind every a[r].
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); RB];
+            for (v, p) in bv.iter_mut().zip(b) {
+                *v = _mm512_loadu_ps(p.add(k * NR));
+            }
+            for (cr, p) in c.iter_mut().zip(a) {
+                for (i, ci) in cr.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*p.add(k * MR + i));
+                    for (acc, &bj) in ci.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(x, bj, *acc);
+                    }
+                }
+            }
         }
-        micro_portable as MicroKernel
-    })
+    }
+    for (r, cr) in c.iter().enumerate() {
+        for (i, ci) in cr.iter().enumerate() {
+            for (j, &v) in ci.iter().enumerate() {
+                // SAFETY: a row of a block holds NR = 16 floats.
+                unsafe { _mm512_storeu_ps(out[r * RB + j][i].as_mut_ptr(), v) };
+            }
+        }
+    }
 }
 
-/// Name of the selected micro-kernel, for descriptions.
-pub fn kernel_isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if micro_kernel() as usize == micro_avx2_entry as MicroKernel as usize {
-        return "avx2+fma";
-    }
-    "portable"
+/// Checks the panel lengths of a micro-kernel call.
+#[inline(always)]
+fn check_panels(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &[Block]) {
+    assert!(
+        a.iter().all(|p| p.len() >= kc * MR)
+            && b.iter().all(|p| p.len() >= kc * NR)
+            && out.len() >= a.len() * b.len(),
+        "micro-kernel: panel lengths"
+    );
+}
+
+/// Calls the [`tile_avx512`] matching the panel counts, one of the listed `(ra, rb)` shapes.
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx512_tiles {
+    ($kc:expr, $a:expr, $b:expr, $out:expr; $(($ra:literal, $rb:literal)),+) => {{
+        let (kc, a, b, out): (usize, &[&[f32]], &[&[f32]], &mut [Block]) = ($kc, $a, $b, $out);
+        check_panels(kc, a, b, out);
+        match (a.len(), b.len()) {
+            $(($ra, $rb) => {
+                // SAFETY: `Micro::of` returns this entry only for an AVX-512 path, whose
+                // existence proves that the CPU has AVX-512F; the panel lengths were checked.
+                unsafe {
+                    tile_avx512::<$ra, $rb>(
+                        kc,
+                        std::array::from_fn(|r| a[r].as_ptr()),
+                        std::array::from_fn(|j| b[j].as_ptr()),
+                        out,
+                    )
+                }
+            })+
+            other => unreachable!("micro-kernel: {other:?} panels"),
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+fn micro_avx512_12x32(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    avx512_tiles!(kc, a, b, out; (2, 2), (2, 1), (1, 2), (1, 1))
+}
+
+/// The other register tiles that fit 32 zmm registers, measured against 12x32 by the
+/// `avx512_tile_shapes_speed` probe.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn micro_avx512_6x64(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    avx512_tiles!(kc, a, b, out; (1, 4), (1, 3), (1, 2), (1, 1))
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+fn micro_avx512_24x16(kc: usize, a: &[&[f32]], b: &[&[f32]], out: &mut [Block]) {
+    avx512_tiles!(kc, a, b, out; (4, 1), (3, 1), (2, 1), (1, 1))
 }
 
 /// `C[m x n] = A_packed[m x k] x B[k x n] (+ bias[i] on row i)`.
@@ -261,7 +387,15 @@ pub fn gemm(
     bias: Option<&[f32]>,
     c: COut<'_>,
 ) {
-    gemm_on(m, n, k, a_packed, b, bias, c, true)
+    gemm_on(
+        Micro::of(isa::path()),
+        (m, n, k),
+        a_packed,
+        b,
+        bias,
+        c,
+        true,
+    )
 }
 
 /// [`gemm`] on the calling thread only, for callers that already run in parallel.
@@ -274,14 +408,20 @@ pub fn gemm_serial(
     bias: Option<&[f32]>,
     c: COut<'_>,
 ) {
-    gemm_on(m, n, k, a_packed, b, bias, c, false)
+    gemm_on(
+        Micro::of(isa::path()),
+        (m, n, k),
+        a_packed,
+        b,
+        bias,
+        c,
+        false,
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn gemm_on(
-    m: usize,
-    n: usize,
-    k: usize,
+    micro: Micro,
+    (m, n, k): (usize, usize, usize),
     a_packed: &[f32],
     b: &dyn BSource,
     bias: Option<&[f32]>,
@@ -310,7 +450,6 @@ fn gemm_on(
         }
         return;
     }
-    let kernel = micro_kernel();
     let tasks_wanted = if parallel {
         4 * rayon::current_num_threads()
     } else {
@@ -318,57 +457,46 @@ fn gemm_on(
     };
     let nc = n
         .div_ceil(tasks_wanted)
-        .next_multiple_of(NR)
+        .next_multiple_of(NR * micro.rb)
         .clamp(NR, NC_MAX);
     let (rs, cs) = (c.rs, c.cs);
     let out = SharedOut(c.data.as_mut_ptr());
     let out = &out;
     let blocks = n.div_ceil(nc);
+    let a_panels = m.div_ceil(MR);
     let block = |buf: &mut Vec<f32>, bi: usize| {
         let j0 = bi * nc;
         let ncb = nc.min(n - j0);
         let panels = ncb.div_ceil(NR);
+        let mut acc = [[[0.0f32; NR]; MR]; MAX_BLOCKS];
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             b.pack_block(k0, kc, j0, ncb, &mut buf[..panels * kc * NR]);
-            for p in 0..m.div_ceil(MR) {
-                let a_panel = &a_packed[(p * k + k0) * MR..][..kc * MR];
-                let rows = MR.min(m - p * MR);
-                for q in 0..panels {
-                    let acc = kernel(kc, a_panel, &buf[q * kc * NR..][..kc * NR]);
-                    let cols = NR.min(ncb - q * NR);
-                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let row = p * MR + i;
-                        let base = row * rs + (j0 + q * NR) * cs;
-                        let add = if k0 == 0 {
-                            bias.map_or(0.0, |b| b[row])
-                        } else {
-                            0.0
+            for p0 in (0..a_panels).step_by(micro.ra) {
+                let na = micro.ra.min(a_panels - p0);
+                let a: [&[f32]; MAX_PANELS] = std::array::from_fn(|r| {
+                    let p = (p0 + r).min(a_panels - 1);
+                    &a_packed[(p * k + k0) * MR..][..kc * MR]
+                });
+                for q0 in (0..panels).step_by(micro.rb) {
+                    let nb = micro.rb.min(panels - q0);
+                    let bp: [&[f32]; MAX_PANELS] = std::array::from_fn(|j| {
+                        let q = (q0 + j).min(panels - 1);
+                        &buf[q * kc * NR..][..kc * NR]
+                    });
+                    micro.run(kc, &a[..na], &bp[..nb], &mut acc[..na * nb]);
+                    for (t, blk) in acc[..na * nb].iter().enumerate() {
+                        let (p, q) = (p0 + t / nb, q0 + t % nb);
+                        let tile = Tile {
+                            row0: p * MR,
+                            rows: MR.min(m - p * MR),
+                            col0: j0 + q * NR,
+                            cols: NR.min(ncb - q * NR),
                         };
-                        if cs == 1 {
-                            // SAFETY: base + cols - 1 < c.data.len() (asserted above for the
-                            // largest (i, j)), and columns j0 + q*NR .. + cols belong to
-                            // this task's block [j0, j0 + ncb): no other task touches them.
-                            let dst =
-                                unsafe { std::slice::from_raw_parts_mut(out.0.add(base), cols) };
-                            if k0 == 0 {
-                                for (d, &v) in dst.iter_mut().zip(acc_row) {
-                                    *d = v + add;
-                                }
-                            } else {
-                                for (d, &v) in dst.iter_mut().zip(acc_row) {
-                                    *d += v;
-                                }
-                            }
-                            continue;
-                        }
-                        for (jj, &v) in acc_row.iter().enumerate().take(cols) {
-                            // SAFETY: as above, with column stride cs.
-                            unsafe {
-                                let dst = out.0.add(base + jj * cs);
-                                *dst = if k0 == 0 { v + add } else { *dst + v };
-                            }
-                        }
+                        // SAFETY: the tile lies inside C (its largest element was checked
+                        // against c.data's length above), and its columns belong to this
+                        // task's block [j0, j0 + ncb): no other task writes them.
+                        unsafe { tile.store(blk, out, (rs, cs), k0 == 0, bias) };
                     }
                 }
             }
@@ -384,22 +512,213 @@ fn gemm_on(
     }
 }
 
+/// Most `A` or `B` panels in one micro-kernel call, over all paths.
+pub(crate) const MAX_PANELS: usize = 4;
+/// Most blocks in one micro-kernel call.
+pub(crate) const MAX_BLOCKS: usize = 4;
+
+/// Where one [`Block`] lands in `C`: rows `row0 .. row0 + rows`, columns `col0 .. col0 + cols`.
+struct Tile {
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+}
+
+impl Tile {
+    /// Writes (`first`: with the bias of each row) or adds `blk` into `C` at `out` with strides
+    /// `(rs, cs)`.
+    ///
+    /// # Safety
+    /// Every element `(row0 + i) * rs + (col0 + j) * cs` for `i < rows`, `j < cols` must lie in
+    /// the buffer behind `out`, and no other thread may access them meanwhile.
+    #[inline(always)]
+    unsafe fn store(
+        &self,
+        blk: &Block,
+        out: &SharedOut,
+        (rs, cs): (usize, usize),
+        first: bool,
+        bias: Option<&[f32]>,
+    ) {
+        for (i, acc_row) in blk.iter().enumerate().take(self.rows) {
+            let row = self.row0 + i;
+            let base = row * rs + self.col0 * cs;
+            let add = if first {
+                bias.map_or(0.0, |b| b[row])
+            } else {
+                0.0
+            };
+            if cs == 1 {
+                // SAFETY: the caller guarantees that this row's `cols` elements are ours.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(base), self.cols) };
+                if first {
+                    for (d, &v) in dst.iter_mut().zip(acc_row) {
+                        *d = v + add;
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(acc_row) {
+                        *d += v;
+                    }
+                }
+                continue;
+            }
+            for (jj, &v) in acc_row.iter().enumerate().take(self.cols) {
+                // SAFETY: as above, with column stride cs.
+                unsafe {
+                    let dst = out.0.add(base + jj * cs);
+                    *dst = if first { v + add } else { *dst + v };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn portable_and_selected_micro_kernels_agree() {
+    fn every_path_s_micro_kernel_matches_the_dot_products() {
         let kc = 37;
-        let a: Vec<f32> = (0..kc * MR).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5) % 11) as f32 * 0.25).collect();
-        let want = micro_portable(kc, &a, &b);
-        assert_eq!(micro_kernel()(kc, &a, &b), want, "{}", kernel_isa());
-        for i in 0..MR {
-            for j in 0..NR {
-                let dot: f32 = (0..kc).map(|k| a[k * MR + i] * b[k * NR + j]).sum();
-                assert!((want[i][j] - dot).abs() < 1e-3);
+        let a: Vec<Vec<f32>> = (0..MAX_PANELS)
+            .map(|r| {
+                (0..kc * MR)
+                    .map(|i| ((i * 7 + r) % 13) as f32 - 6.0)
+                    .collect()
+            })
+            .collect();
+        let b: Vec<Vec<f32>> = (0..MAX_PANELS)
+            .map(|q| {
+                (0..kc * NR)
+                    .map(|i| ((i * 5 + q) % 11) as f32 * 0.25)
+                    .collect()
+            })
+            .collect();
+        for isa in Isa::ALL {
+            let Ok(path) = isa.check() else {
+                println!("skipped: this CPU has no {isa} path ({})", isa.features());
+                continue;
+            };
+            let micro = Micro::of(path);
+            for na in 1..=micro.ra {
+                for nb in 1..=micro.rb {
+                    let ap: Vec<&[f32]> = a[..na].iter().map(Vec::as_slice).collect();
+                    let bp: Vec<&[f32]> = b[..nb].iter().map(Vec::as_slice).collect();
+                    let mut out = vec![[[f32::NAN; NR]; MR]; na * nb];
+                    micro.run(kc, &ap, &bp, &mut out);
+                    for (t, blk) in out.iter().enumerate() {
+                        let (ar, bq) = (&a[t / nb], &b[t % nb]);
+                        for i in 0..MR {
+                            for j in 0..NR {
+                                let dot: f32 =
+                                    (0..kc).map(|k| ar[k * MR + i] * bq[k * NR + j]).sum();
+                                assert!(
+                                    (blk[i][j] - dot).abs() < 1e-3,
+                                    "{isa} {na}x{nb} block {t} ({i}, {j})"
+                                );
+                            }
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Tile-shape probe: `cargo test -p rbln-npu --release --lib -- --ignored --nocapture
+    /// avx512_tile_shapes_speed`. One thread, the shapes alternating run by run; medians.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore]
+    fn avx512_tile_shapes_speed() {
+        let Ok(path) = Isa::Avx512.check() else {
+            println!("skipped: this CPU has no avx512 path");
+            return;
+        };
+        let mut shapes = vec![
+            (
+                "12x32",
+                Micro {
+                    ra: 2,
+                    rb: 2,
+                    f: micro_avx512_12x32,
+                },
+            ),
+            (
+                "6x64",
+                Micro {
+                    ra: 1,
+                    rb: 4,
+                    f: micro_avx512_6x64,
+                },
+            ),
+            (
+                "24x16",
+                Micro {
+                    ra: 4,
+                    rb: 1,
+                    f: micro_avx512_24x16,
+                },
+            ),
+        ];
+        if let Ok(p) = Isa::Avx2.check() {
+            shapes.push(("avx2 6x16", Micro::of(p)));
+        }
+        let _ = path;
+        for (m, n, k) in [
+            (512, 128, 512),
+            (256, 128, 256),
+            (128, 1024, 256),
+            (512, 512, 512),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 17) as f32 * 0.1).collect();
+            let ap = pack_a(&a, m, k);
+            let mut want = vec![0.0f32; m * n];
+            let mut times = vec![Vec::new(); shapes.len()];
+            for round in 0..10 {
+                for (s, (name, micro)) in shapes.iter().enumerate() {
+                    let mut c = vec![0.0f32; m * n];
+                    let out = COut {
+                        data: &mut c,
+                        rs: n,
+                        cs: 1,
+                    };
+                    let t = std::time::Instant::now();
+                    gemm_on(
+                        *micro,
+                        (m, n, k),
+                        &ap,
+                        &RowMajorB { data: &b, ld: n },
+                        None,
+                        out,
+                        false,
+                    );
+                    times[s].push(t.elapsed().as_secs_f64());
+                    if round == 0 && s == 0 {
+                        want = c;
+                    } else if round == 0 {
+                        let err = c
+                            .iter()
+                            .zip(&want)
+                            .fold(0f32, |e, (x, y)| e.max((x - y).abs()));
+                        assert!(
+                            err <= 1e-3 * want.iter().fold(1f32, |e, y| e.max(y.abs())),
+                            "{name}"
+                        );
+                    }
+                }
+            }
+            let line: Vec<String> = shapes
+                .iter()
+                .zip(&mut times)
+                .map(|((name, _), t)| {
+                    t.sort_by(f64::total_cmp);
+                    let med = t[t.len() / 2];
+                    format!("{name} {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / med / 1e9)
+                })
+                .collect();
+            println!("{m}x{n}x{k}, 1 thread: {}", line.join(", "));
         }
     }
 }

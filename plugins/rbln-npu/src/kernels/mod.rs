@@ -3,10 +3,12 @@
 //! on. The only module with `unsafe`.
 
 pub mod attention;
+pub mod bf16;
 pub mod buffers;
 pub mod conv;
 pub mod eltwise;
 pub mod gemm;
+pub mod isa;
 pub mod layout;
 pub mod matmul;
 pub mod norm;

@@ -2,7 +2,8 @@
 //! blocks of [`BLOCK`] values and across blocks in f64; the normalization, affine and fused SiLU
 //! run vectorized.
 
-use super::eltwise::{activate, has_avx2_fma, map_into, silu_fast};
+use super::eltwise::{activate, map_into, silu_fast};
+use super::isa::{self, Isa};
 use plugin_api::graph::Activation;
 use rayon::prelude::*;
 
@@ -65,6 +66,7 @@ fn group_norm_into(
     if glen == 0 {
         return;
     }
+    let path = isa::path();
     out.par_chunks_mut(glen).enumerate().for_each(|(idx, o)| {
         let g = idx % groups;
         let xs = x.map(|x| &x[idx * glen..(idx + 1) * glen]);
@@ -72,12 +74,14 @@ fn group_norm_into(
             &gamma[g * cpg..(g + 1) * cpg],
             &beta[g * cpg..(g + 1) * cpg],
         );
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            return unsafe { group_avx2(xs, s, eps, affine, act, o) };
+        match path.isa() {
+            // SAFETY (both): a path exists only if the CPU has its features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { group_avx512(xs, s, eps, affine, act, o) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { group_avx2(xs, s, eps, affine, act, o) },
+            _ => group_body(xs, s, eps, affine, act, o),
         }
-        group_body(xs, s, eps, affine, act, o)
     });
 }
 
@@ -138,6 +142,19 @@ fn group_body(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn group_avx2(
+    xs: Option<&[f32]>,
+    s: usize,
+    eps: f32,
+    affine: (&[f32], &[f32]),
+    act: Option<Activation>,
+    o: &mut [f32],
+) {
+    group_body(xs, s, eps, affine, act, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn group_avx512(
     xs: Option<&[f32]>,
     s: usize,
     eps: f32,

@@ -1,6 +1,8 @@
-//! Fast kernels against the scalar reference on odd shapes, with seeded random data.
+//! Fast kernels against the scalar reference on odd shapes, with seeded random data, on every
+//! instruction-set path this CPU has (a path it lacks is reported as skipped on stderr).
 
 use super::conv::ConvGeom;
+use super::isa::{Isa, Path};
 use super::*;
 use plugin_api::graph::Activation;
 use rand::{Rng, SeedableRng};
@@ -8,6 +10,20 @@ use rand_chacha::ChaCha8Rng;
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+/// Runs `f` with the kernels on each path this CPU has. A missing path is reported on stderr
+/// (written past the test harness's capture, so that it is seen) and not run.
+fn on_every_path(test: &str, f: impl Fn(Path)) {
+    use std::io::Write;
+    for isa in Isa::ALL {
+        match isa.check() {
+            Ok(path) => isa::with_path(path, || f(path)),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{test}: SKIPPED the {isa} path: {e}");
+            }
+        }
+    }
 }
 
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -20,6 +36,10 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 
 #[test]
 fn conv_matches_reference_on_odd_shapes() {
+    on_every_path("conv", conv_cases);
+}
+
+fn conv_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let cases = [
         ([1, 3, 5, 7], 4, [3, 3], [2, 2], [0, 0, 1, 1]),
@@ -53,29 +73,46 @@ fn conv_matches_reference_on_odd_shapes() {
         let want = reference::conv2d(&g, &x, &w, Some(&b));
         let mut got = vec![f32::NAN; want.len()];
         conv::conv2d(&g, &x, &w, Some(&b), &mut got);
-        assert_close(&got, &want, 1e-5, &format!("conv {g:?}"));
+        assert_close(&got, &want, 1e-5, &format!("{path:?} conv {g:?}"));
         let mut nobias = vec![f32::NAN; want.len()];
         conv::conv2d(&g, &x, &w, None, &mut nobias);
         let want = reference::conv2d(&g, &x, &w, None);
-        assert_close(&nobias, &want, 1e-5, "conv without bias");
+        assert_close(&nobias, &want, 1e-5, &format!("{path:?} conv without bias"));
     }
 }
 
 #[test]
 fn gemm_crosses_k_blocks_and_ragged_edges() {
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    for (m, k, n) in [(7, 600, 37), (1, 1, 1), (13, 257, 300), (6, 16, 16)] {
-        let a = rand_vec(&mut rng, m * k);
-        let b = rand_vec(&mut rng, k * n);
-        let want = reference::matmul(&a, &b, [1, m, k, n], false);
-        let mut got = vec![f32::NAN; m * n];
-        matmul::matmul(&a, &b, 1, m, k, n, false, &mut got);
-        assert_close(&got, &want, 1e-5, &format!("gemm {m}x{k}x{n}"));
-    }
+    on_every_path("gemm", |path| {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        // Rows and columns below, at and past the register tiles (6 or 12 rows, 16 or 32
+        // columns), depths past one k block.
+        for (m, k, n) in [
+            (7, 600, 37),
+            (1, 1, 1),
+            (13, 257, 300),
+            (6, 16, 16),
+            (12, 32, 64),
+            (19, 70, 97),
+            (25, 513, 33),
+            (5, 3, 17),
+        ] {
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, k * n);
+            let want = reference::matmul(&a, &b, [1, m, k, n], false);
+            let mut got = vec![f32::NAN; m * n];
+            matmul::matmul(&a, &b, 1, m, k, n, false, &mut got);
+            assert_close(&got, &want, 1e-5, &format!("{path:?} gemm {m}x{k}x{n}"));
+        }
+    });
 }
 
 #[test]
 fn matmul_linear_softmax_match_reference() {
+    on_every_path("matmul", matmul_cases);
+}
+
+fn matmul_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (batch, m, k, n) = (3, 5, 7, 9);
     let a = rand_vec(&mut rng, batch * m * k);
@@ -84,7 +121,7 @@ fn matmul_linear_softmax_match_reference() {
         let want = reference::matmul(&a, &b, [batch, m, k, n], tb);
         let mut got = vec![0.0; want.len()];
         matmul::matmul(&a, &b, batch, m, k, n, tb, &mut got);
-        assert_close(&got, &want, 1e-5, "matmul");
+        assert_close(&got, &want, 1e-5, &format!("{path:?} matmul"));
     }
     let (rows, k, n) = (11, 19, 5);
     let x = rand_vec(&mut rng, rows * k);
@@ -93,7 +130,7 @@ fn matmul_linear_softmax_match_reference() {
     let want = reference::linear(&x, rows, k, &w, n, Some(&bias));
     let mut got = vec![0.0; want.len()];
     matmul::linear(&x, rows, k, &w, n, Some(&bias), &mut got);
-    assert_close(&got, &want, 1e-5, "linear");
+    assert_close(&got, &want, 1e-5, &format!("{path:?} linear"));
     let mut x = rand_vec(&mut rng, 6 * 13);
     x[3] = 80.0; // would overflow exp without max subtraction
     let want = reference::softmax(&x, 13);
@@ -105,26 +142,32 @@ fn matmul_linear_softmax_match_reference() {
 
 #[test]
 fn group_norm_matches_reference_with_offset_data() {
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    // Small groups, and groups spanning several summation blocks with a ragged tail.
-    for (n, c, s, groups) in [(2, 6, 35, 3), (1, 8, 1031, 2)] {
-        let x: Vec<f32> = rand_vec(&mut rng, n * c * s)
-            .iter()
-            .map(|v| v * 3.0 + 50.0)
-            .collect();
-        let gamma = rand_vec(&mut rng, c);
-        let beta = rand_vec(&mut rng, c);
-        for act in [None, Some(Activation::Silu), Some(Activation::Gelu)] {
-            let want = reference::group_norm(&x, [n, c, s], groups, 1e-6, &gamma, &beta, act);
-            let mut got = vec![0.0; x.len()];
-            norm::group_norm(&x, n, c, s, groups, 1e-6, &gamma, &beta, act, &mut got);
-            assert_close(&got, &want, 2e-5, "group_norm");
+    on_every_path("group_norm", |path| {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // Small groups, and groups spanning several summation blocks with a ragged tail.
+        for (n, c, s, groups) in [(2, 6, 35, 3), (1, 8, 1031, 2), (1, 3, 17, 1)] {
+            let x: Vec<f32> = rand_vec(&mut rng, n * c * s)
+                .iter()
+                .map(|v| v * 3.0 + 50.0)
+                .collect();
+            let gamma = rand_vec(&mut rng, c);
+            let beta = rand_vec(&mut rng, c);
+            for act in [None, Some(Activation::Silu), Some(Activation::Gelu)] {
+                let want = reference::group_norm(&x, [n, c, s], groups, 1e-6, &gamma, &beta, act);
+                let mut got = vec![0.0; x.len()];
+                norm::group_norm(&x, n, c, s, groups, 1e-6, &gamma, &beta, act, &mut got);
+                assert_close(&got, &want, 2e-5, &format!("{path:?} group_norm {act:?}"));
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn eltwise_and_layout_match_reference() {
+    on_every_path("eltwise", eltwise_cases);
+}
+
+fn eltwise_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let x: Vec<f32> = rand_vec(&mut rng, 3 * 5 * 7)
         .iter()
@@ -141,7 +184,8 @@ fn eltwise_and_layout_match_reference() {
         eltwise::activation(kind, &x, &mut got);
         // SiLU runs on the vectorized exp (a few ulp); the others are the reference itself.
         let tol = if kind == Activation::Silu { 1e-6 } else { 0.0 };
-        assert_close(&got, &reference::activation(kind, &x), tol, "activation");
+        let what = format!("{path:?} {kind:?}");
+        assert_close(&got, &reference::activation(kind, &x), tol, &what);
     }
     let mut got = vec![0.0; x.len()];
     eltwise::add(&x, &y, &mut got);
@@ -177,6 +221,10 @@ fn eltwise_and_layout_match_reference() {
 /// The in-place variants give exactly the out-of-place results (both run the same bodies).
 #[test]
 fn in_place_kernels_equal_out_of_place() {
+    on_every_path("in_place", in_place_cases);
+}
+
+fn in_place_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     for (n, c, s, groups) in [(2, 6, 35, 3), (1, 8, 1031, 2)] {
         let x: Vec<f32> = rand_vec(&mut rng, n * c * s)
@@ -189,7 +237,7 @@ fn in_place_kernels_equal_out_of_place() {
             norm::group_norm(&x, n, c, s, groups, 1e-6, &gamma, &beta, act, &mut want);
             let mut got = x.clone();
             norm::group_norm_inplace(&mut got, n, c, s, groups, 1e-6, &gamma, &beta, act);
-            assert_eq!(got, want, "group_norm in place, {act:?}");
+            assert_eq!(got, want, "{path:?} group_norm in place, {act:?}");
         }
     }
     // Longer than one parallel chunk, with a ragged tail.
@@ -206,7 +254,7 @@ fn in_place_kernels_equal_out_of_place() {
         eltwise::activation(kind, &x, &mut want);
         let mut got = x.clone();
         eltwise::activation_inplace(kind, &mut got);
-        assert_eq!(got, want, "{kind:?} in place");
+        assert_eq!(got, want, "{path:?} {kind:?} in place");
     }
     let mut want = vec![0.0; len];
     eltwise::add(&x, &y, &mut want);
@@ -258,13 +306,17 @@ fn conv_speed() {
     let gflop = 2.0 * 512.0 * g.depth() as f64 * 4096.0 / 1e9;
     println!(
         "{} kernel: {gflop:.1} GFLOP in {s:.2}s = {:.1} GFLOP/s",
-        gemm::kernel_isa(),
+        isa::path().isa(),
         gflop / s
     );
 }
 
 #[test]
 fn winograd_matches_reference_on_odd_shapes() {
+    on_every_path("winograd", winograd_cases);
+}
+
+fn winograd_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let cases = [
         ([1, 3, 8, 8], 4, [1, 1, 1, 1]),
@@ -279,6 +331,9 @@ fn winograd_matches_reference_on_odd_shapes() {
         // Rows of 32 tiles, all interior: panels of 16 tiles side by side (the row-run gather).
         ([1, 5, 10, 130], 3, [0, 0, 0, 0]),
         ([2, 4, 14, 136], 7, [1, 1, 1, 1]),
+        // 25 output channels (four and a bit 6-row panels) and 52 tiles per row (panels of
+        // 16 tiles and a ragged one): the edges of the wider register tiles.
+        ([1, 9, 8, 208], 25, [1, 1, 1, 1]),
     ];
     for (input, c_out, padding) in cases {
         let g = ConvGeom {
@@ -301,7 +356,12 @@ fn winograd_matches_reference_on_odd_shapes() {
             // Sums of up to 9 * 300 products of magnitude <= 1: allow for the transforms'
             // rounding relative to the size of the sums.
             let scale = (input[1] as f32 * 9.0).sqrt();
-            assert_close(&got, &want, 2e-5 * scale, &format!("winograd {g:?}"));
+            assert_close(
+                &got,
+                &want,
+                2e-5 * scale,
+                &format!("{path:?} winograd {g:?}"),
+            );
             // With a residual added in the epilogue.
             let res = rand_vec(&mut rng, want.len());
             winograd::conv3x3(&g, &x, false, &u, bias, Some(&res), &mut got);
@@ -310,7 +370,7 @@ fn winograd_matches_reference_on_odd_shapes() {
                 &got,
                 &want,
                 2e-5 * scale,
-                &format!("winograd+residual {g:?}"),
+                &format!("{path:?} winograd+residual {g:?}"),
             );
         }
     }
@@ -338,6 +398,10 @@ fn fast_exp_is_within_a_few_ulp_over_its_range() {
 
 #[test]
 fn winograd_reads_through_a_folded_upsampling() {
+    on_every_path("winograd_upsampled", winograd_upsampled_cases);
+}
+
+fn winograd_upsampled_cases(path: Path) {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     // Low-resolution inputs; the convolution sees them upsampled 2x. Rows of 64 logical
     // columns give panels of 16 interior tiles (the row-run gather), the borders the rest.
@@ -368,7 +432,31 @@ fn winograd_reads_through_a_folded_upsampling() {
             &got,
             &want,
             2e-5 * (c as f32 * 9.0).sqrt(),
-            &format!("{low:?}"),
+            &format!("{path:?} {low:?}"),
         );
     }
+}
+
+#[test]
+fn attention_matches_softmax_of_products() {
+    on_every_path("attention", |path| {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        // Query blocks of 64 rows and a ragged one, key counts off the 16-column panels.
+        for [b, n, m, d, e] in [[1, 70, 37, 8, 5], [2, 13, 64, 16, 33], [1, 129, 3, 1, 2]] {
+            let q = rand_vec(&mut rng, b * n * d);
+            let k = rand_vec(&mut rng, b * m * d);
+            let v = rand_vec(&mut rng, b * m * e);
+            let scale = 1.0 / (d as f32).sqrt();
+            let s = reference::scale(&reference::matmul(&q, &k, [b, n, d, m], true), scale);
+            let want = reference::matmul(&reference::softmax(&s, m), &v, [b, n, m, e], false);
+            let mut got = vec![f32::NAN; b * n * e];
+            attention::attention(&q, &k, &v, [b, n, m, d, e], scale, &mut got);
+            assert_close(
+                &got,
+                &want,
+                1e-5,
+                &format!("{path:?} attention {:?}", [b, n, m, d, e]),
+            );
+        }
+    });
 }

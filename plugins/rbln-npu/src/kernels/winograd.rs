@@ -11,9 +11,10 @@
 //! - taps, stored in the artifact, as large as the checkpoint weight:
 //!   `((p * 9 + k) * c_in + ci) * MR + i` for output channel `p * MR + i` and tap `k = 3 ky + kx`
 //!   (tap-major, so that the filter transform runs on contiguous `(ci, i)` lanes);
-//! - U, the transformed filters, built per run in a workspace by [`transform_filters`] (4x the
-//!   size of the weight, so it is not stored): `((p * 36 + xi) * c_in + ci) * MR + i`, i.e. a
-//!   GEMM `A` panel of depth `c_in` for every `(p, xi)`;
+//! - U, the transformed filters (4x the size of the weight), built by [`transform_filters`]:
+//!   per call in a workspace, or at compile time and stored for layers with few tiles (see
+//!   `compiler::passes::select_winograd`): `((p * 36 + xi) * c_in + ci) * MR + i`, i.e. a GEMM
+//!   `A` panel of depth `c_in` for every `(p, xi)`;
 //! - V, the transformed input of one chunk of tiles: `xi * vs + (q * c_in + ci) * NR + lane`,
 //!   GEMM `B` panels;
 //! - M, the products of one chunk: `co * ms + xi * tcp + t` (channel-major, so that the output
@@ -28,7 +29,8 @@
 //! U is read few times; the transforms vectorize across the tiles of a panel.
 
 use super::conv::ConvGeom;
-use super::gemm::{self, MicroKernel, KC, MR, NR};
+use super::gemm::{self, Micro, KC, MAX_BLOCKS, MAX_PANELS, MR, NR};
+use super::isa::{self, Isa, Path};
 use super::SharedOut;
 use rayon::prelude::*;
 
@@ -229,20 +231,21 @@ unsafe fn transform_filters_avx2(taps: &[f32], c_in: usize, u: &mut [f32]) {
     transform_filters_body(taps, c_in, u)
 }
 
-fn transform_filters_panel(taps: &[f32], c_in: usize, u: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { transform_filters_avx2(taps, c_in, u) };
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_filters_avx512(taps: &[f32], c_in: usize, u: &mut [f32]) {
     transform_filters_body(taps, c_in, u)
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+fn transform_filters_panel(path: Path, taps: &[f32], c_in: usize, u: &mut [f32]) {
+    match path.isa() {
+        // SAFETY (both): a path exists only if the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { transform_filters_avx512(taps, c_in, u) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { transform_filters_avx2(taps, c_in, u) },
+        _ => transform_filters_body(taps, c_in, u),
+    }
 }
 
 /// Builds the transformed filters U (see the module docs) from the taps layout, in parallel over
@@ -254,20 +257,25 @@ pub fn transform_filters(taps: &[f32], c_out: usize, c_in: usize, u: &mut [f32])
     if c_in == 0 {
         return;
     }
+    let path = isa::path();
     u[..len]
         .par_chunks_mut(POINTS * c_in * MR)
         .zip(taps.par_chunks(c_in * 9 * MR))
-        .for_each(|(up, tp)| transform_filters_panel(tp, c_in, up));
+        .for_each(|(up, tp)| transform_filters_panel(path, tp, c_in, up));
 }
 
 /// `d_s[l] = seg[4 l + s]` for `s < 4`, `l < L`: the columns 0..3 of `L` tiles side by side.
 #[inline(always)]
-fn deinterleave4(seg: &[f32], d: [&mut [f32; L]; 4]) {
+fn deinterleave4(path: Path, seg: &[f32], d: [&mut [f32; L]; 4]) {
     assert!(seg.len() >= TILE * L, "winograd: row segment");
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 was detected at run time; `seg` holds the 4 L floats read (asserted).
-        return unsafe { deinterleave4_avx2(seg, d) };
+    match path.isa() {
+        // SAFETY (both): a path exists only if the CPU has its features, and `seg` holds the
+        // 4 L floats read (asserted).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => return unsafe { deinterleave4_avx512(seg, d) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => return unsafe { deinterleave4_avx2(seg, d) },
+        _ => {}
     }
     let [d0, d1, d2, d3] = d;
     for l in 0..L {
@@ -325,6 +333,103 @@ unsafe fn deinterleave4_avx2(seg: &[f32], d: [&mut [f32; L]; 4]) {
     }
 }
 
+/// [`deinterleave4`] with four 16-lane loads: two-source permutes gather columns (0, 1) and
+/// (2, 3) of tiles 0..8 and 8..16 into 256-bit halves, and 128-bit shuffles join the halves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn deinterleave4_avx512(seg: &[f32], d: [&mut [f32; L]; 4]) {
+    use std::arch::x86_64::*;
+    const { assert!(L == 16) };
+    let p = seg.as_ptr();
+    // Lane k < 8 takes float 4 k + s of the pair, lane 8 + k float 4 k + s + 1 (s = 0 or 2).
+    let cols01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    let cols23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    let [d0, d1, d2, d3] = d;
+    // SAFETY: reads seg[0 .. 64] (the caller checked 4 L = 64 floats) and writes 16 floats
+    // to each row.
+    unsafe {
+        let a0 = _mm512_loadu_ps(p);
+        let a1 = _mm512_loadu_ps(p.add(16));
+        let a2 = _mm512_loadu_ps(p.add(32));
+        let a3 = _mm512_loadu_ps(p.add(48));
+        let lo01 = _mm512_permutex2var_ps(a0, cols01, a1);
+        let lo23 = _mm512_permutex2var_ps(a0, cols23, a1);
+        let hi01 = _mm512_permutex2var_ps(a2, cols01, a3);
+        let hi23 = _mm512_permutex2var_ps(a2, cols23, a3);
+        _mm512_storeu_ps(d0.as_mut_ptr(), _mm512_shuffle_f32x4::<0x44>(lo01, hi01));
+        _mm512_storeu_ps(d1.as_mut_ptr(), _mm512_shuffle_f32x4::<0xEE>(lo01, hi01));
+        _mm512_storeu_ps(d2.as_mut_ptr(), _mm512_shuffle_f32x4::<0x44>(lo23, hi23));
+        _mm512_storeu_ps(d3.as_mut_ptr(), _mm512_shuffle_f32x4::<0xEE>(lo23, hi23));
+    }
+}
+
+/// `dst[4 l + s] = o[s][l] + bias (+ res[4 l + s])` for `s < 4`, `l < L`: one output row of `L`
+/// tiles side by side (the inverse of [`deinterleave4`]).
+#[inline(always)]
+fn interleave4(path: Path, o: [&[f32; L]; 4], bias: f32, res: Option<&[f32]>, dst: &mut [f32]) {
+    assert!(
+        dst.len() == TILE * L && res.is_none_or(|r| r.len() == TILE * L),
+        "winograd: output row segment"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if path.isa() == Isa::Avx512 {
+        // SAFETY: a path exists only if the CPU has its features; lengths asserted.
+        return unsafe { interleave4_avx512(o, bias, res, dst) };
+    }
+    for l in 0..L {
+        for s in 0..TILE {
+            dst[TILE * l + s] = o[s][l] + bias;
+        }
+    }
+    if let Some(r) = res {
+        for (d, &a) in dst.iter_mut().zip(r) {
+            *d += a;
+        }
+    }
+}
+
+/// [`interleave4`] with 128-bit shuffles pairing columns (0, 1) and (2, 3) per half of the
+/// tiles, two-source permutes interleaving them, and 16-lane stores.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn interleave4_avx512(o: [&[f32; L]; 4], bias: f32, res: Option<&[f32]>, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const { assert!(L == 16) };
+    // Sources: x = (column 0 | column 1) and y = (column 2 | column 3) of 8 tiles; output lane
+    // 4 k + s takes tile k (+ 4 for the second vector) of column s.
+    let first = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    let second = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    let b = _mm512_set1_ps(bias);
+    // SAFETY: reads 16 floats of each o[s] and 64 of `res`, writes the 64 of `dst` (the
+    // caller checked the lengths).
+    unsafe {
+        let c0 = _mm512_loadu_ps(o[0].as_ptr());
+        let c1 = _mm512_loadu_ps(o[1].as_ptr());
+        let c2 = _mm512_loadu_ps(o[2].as_ptr());
+        let c3 = _mm512_loadu_ps(o[3].as_ptr());
+        let x_lo = _mm512_shuffle_f32x4::<0x44>(c0, c1);
+        let x_hi = _mm512_shuffle_f32x4::<0xEE>(c0, c1);
+        let y_lo = _mm512_shuffle_f32x4::<0x44>(c2, c3);
+        let y_hi = _mm512_shuffle_f32x4::<0xEE>(c2, c3);
+        let v = [
+            _mm512_permutex2var_ps(x_lo, first, y_lo),
+            _mm512_permutex2var_ps(x_lo, second, y_lo),
+            _mm512_permutex2var_ps(x_hi, first, y_hi),
+            _mm512_permutex2var_ps(x_hi, second, y_hi),
+        ];
+        let p = dst.as_mut_ptr();
+        for (k, v) in v.into_iter().enumerate() {
+            let mut y = _mm512_add_ps(v, b);
+            if let Some(r) = res {
+                y = _mm512_add_ps(y, _mm512_loadu_ps(r.as_ptr().add(16 * k)));
+            }
+            _mm512_storeu_ps(p.add(16 * k), y);
+        }
+    }
+}
+
 /// What the output transform adds: a bias per channel and a residual per element.
 #[derive(Clone, Copy)]
 struct Epilogue<'a> {
@@ -371,7 +476,7 @@ fn chunk_body(
     m: &mut [f32],
     out: &SharedOut,
     out_len: usize,
-    kernel: MicroKernel,
+    (path, micro): (Path, Micro),
 ) {
     let Geo {
         c_in,
@@ -441,7 +546,7 @@ fn chunk_body(
                     let [d0, d1, d2, d3, d4, d5] = &mut d[6 * r..6 * r + 6] else {
                         unreachable!("six rows")
                     };
-                    deinterleave4(seg, [d0, d1, d2, d3]);
+                    deinterleave4(path, seg, [d0, d1, d2, d3]);
                     // Columns 4 and 5 of tile l are columns 0 and 1 of tile l + 1.
                     d4[..L - 1].copy_from_slice(&d0[1..]);
                     d5[..L - 1].copy_from_slice(&d1[1..]);
@@ -487,23 +592,37 @@ fn chunk_body(
             }
         }
     }
-    // 2. The 36 GEMMs M[xi] = U[xi] x V[xi].
+    // 2. The 36 GEMMs M[xi] = U[xi] x V[xi], a register tile of micro.ra x micro.rb panels
+    // at a time.
+    let a_panels = c_out.div_ceil(MR);
+    let mut acc = [[[0.0f32; NR]; MR]; MAX_BLOCKS];
     for xi in 0..POINTS {
         for k0 in (0..c_in).step_by(KC) {
             let kc = KC.min(c_in - k0);
-            for p in 0..c_out.div_ceil(MR) {
-                let a = &u[((p * POINTS + xi) * c_in + k0) * MR..][..kc * MR];
-                let rows = MR.min(c_out - p * MR);
-                for q in 0..nq {
-                    let b = &v[xi * vs + (q * c_in + k0) * L..][..kc * L];
-                    let acc = kernel(kc, a, b);
-                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let dst = &mut m[(p * MR + i) * ms + xi * tcp + q * L..][..L];
-                        if k0 == 0 {
-                            dst.copy_from_slice(acc_row);
-                        } else {
-                            for (d, &a) in dst.iter_mut().zip(acc_row) {
-                                *d += a;
+            for p0 in (0..a_panels).step_by(micro.ra) {
+                let na = micro.ra.min(a_panels - p0);
+                let a: [&[f32]; MAX_PANELS] = std::array::from_fn(|r| {
+                    let p = (p0 + r).min(a_panels - 1);
+                    &u[((p * POINTS + xi) * c_in + k0) * MR..][..kc * MR]
+                });
+                for q0 in (0..nq).step_by(micro.rb) {
+                    let nb = micro.rb.min(nq - q0);
+                    let b: [&[f32]; MAX_PANELS] = std::array::from_fn(|j| {
+                        let q = (q0 + j).min(nq - 1);
+                        &v[xi * vs + (q * c_in + k0) * L..][..kc * L]
+                    });
+                    micro.run(kc, &a[..na], &b[..nb], &mut acc[..na * nb]);
+                    for (t, blk) in acc[..na * nb].iter().enumerate() {
+                        let (p, q) = (p0 + t / nb, q0 + t % nb);
+                        let rows = MR.min(c_out - p * MR);
+                        for (i, acc_row) in blk.iter().enumerate().take(rows) {
+                            let dst = &mut m[(p * MR + i) * ms + xi * tcp + q * L..][..L];
+                            if k0 == 0 {
+                                dst.copy_from_slice(acc_row);
+                            } else {
+                                for (d, &a) in dst.iter_mut().zip(acc_row) {
+                                    *d += a;
+                                }
                             }
                         }
                     }
@@ -555,19 +674,9 @@ fn chunk_body(
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(out.0.add(base + i * ow), TILE * L)
                     };
-                    let [o0, o1, o2, o3] = [&o[4 * i], &o[4 * i + 1], &o[4 * i + 2], &o[4 * i + 3]];
-                    for l in 0..L {
-                        dst[4 * l] = o0[l] + bv;
-                        dst[4 * l + 1] = o1[l] + bv;
-                        dst[4 * l + 2] = o2[l] + bv;
-                        dst[4 * l + 3] = o3[l] + bv;
-                    }
-                    if let Some(res) = ep.residual {
-                        let r = &res[base + i * ow..][..TILE * L];
-                        for (d, &a) in dst.iter_mut().zip(r) {
-                            *d += a;
-                        }
-                    }
+                    let row = [&o[4 * i], &o[4 * i + 1], &o[4 * i + 2], &o[4 * i + 3]];
+                    let res = ep.residual.map(|r| &r[base + i * ow..][..TILE * L]);
+                    interleave4(path, row, bv, res, dst);
                 }
                 continue;
             }
@@ -603,12 +712,30 @@ unsafe fn chunk_avx2(
     m: &mut [f32],
     out: &SharedOut,
     out_len: usize,
-    kernel: MicroKernel,
+    kernels: (Path, Micro),
 ) {
-    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernel)
+    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernels)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn chunk_avx512(
+    geo: &Geo,
+    x: &[f32],
+    u: &[f32],
+    ep: Epilogue<'_>,
+    range: (usize, usize),
+    v: &mut [f32],
+    m: &mut [f32],
+    out: &SharedOut,
+    out_len: usize,
+    kernels: (Path, Micro),
+) {
+    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernels)
 }
 
 fn chunk(
+    path: Path,
     geo: &Geo,
     x: &[f32],
     u: &[f32],
@@ -619,13 +746,15 @@ fn chunk(
     out: &SharedOut,
     out_len: usize,
 ) {
-    let kernel = gemm::micro_kernel();
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { chunk_avx2(geo, x, u, ep, range, v, m, out, out_len, kernel) };
+    let kernels = (path, Micro::of(path));
+    match path.isa() {
+        // SAFETY (both): a path exists only if the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { chunk_avx512(geo, x, u, ep, range, v, m, out, out_len, kernels) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { chunk_avx2(geo, x, u, ep, range, v, m, out, out_len, kernels) },
+        _ => chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernels),
     }
-    chunk_body(geo, x, u, ep, range, v, m, out, out_len, kernel)
 }
 
 /// The padded point stride of V and channel stride of M (see the module docs) for chunks of
@@ -718,6 +847,7 @@ pub fn conv3x3(
     let nq = tc.div_ceil(L);
     let (vs, ms) = strides(c_in, c_out, nq);
     let (v_len, m_len) = (POINTS * vs, c_out * ms);
+    let path = isa::path();
     (0..chunks).into_par_iter().for_each(|k| {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
@@ -731,7 +861,7 @@ pub fn conv3x3(
             }
             let t0 = k * tc;
             let range = (t0, tc.min(tiles - t0));
-            chunk(&geo, x, u, ep, range, v, m, shared, out_len);
+            chunk(path, &geo, x, u, ep, range, v, m, shared, out_len);
         })
     });
 }
@@ -768,12 +898,30 @@ mod tests {
     #[test]
     fn deinterleave_matches_the_scalar_gather() {
         let seg: Vec<f32> = (0..TILE * L + 2).map(|i| i as f32).collect();
-        let mut d = [[0.0f32; L]; 4];
-        let [d0, d1, d2, d3] = &mut d;
-        deinterleave4(&seg, [d0, d1, d2, d3]);
-        for (s, row) in d.iter().enumerate() {
-            for (l, &v) in row.iter().enumerate() {
-                assert_eq!(v, seg[TILE * l + s], "column {s} of tile {l}");
+        for isa in Isa::ALL {
+            let Ok(path) = isa.check() else {
+                println!("skipped: this CPU has no {isa} path ({})", isa.features());
+                continue;
+            };
+            let mut d = [[0.0f32; L]; 4];
+            let [d0, d1, d2, d3] = &mut d;
+            deinterleave4(path, &seg, [d0, d1, d2, d3]);
+            for (s, row) in d.iter().enumerate() {
+                for (l, &v) in row.iter().enumerate() {
+                    assert_eq!(v, seg[TILE * l + s], "{isa}: column {s} of tile {l}");
+                }
+            }
+            let res: Vec<f32> = (0..TILE * L).map(|i| 0.5 * i as f32).collect();
+            let mut back = vec![f32::NAN; TILE * L];
+            interleave4(
+                path,
+                [&d[0], &d[1], &d[2], &d[3]],
+                0.25,
+                Some(&res),
+                &mut back,
+            );
+            for (i, &v) in back.iter().enumerate() {
+                assert_eq!(v, seg[i] + 0.25 + res[i], "{isa}: interleaved element {i}");
             }
         }
     }

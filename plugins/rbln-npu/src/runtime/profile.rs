@@ -81,11 +81,12 @@ pub fn report(p: &Program, times: &[Duration]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "MLHOST_PROFILE {}: {} steps, {:.3} s, {:.1} GFLOP (direct-convolution count)",
+        "MLHOST_PROFILE {}: {} steps, {:.3} s, {:.1} GFLOP (direct-convolution count), kernel path {}",
         p.name,
         p.steps.len(),
         total,
-        program_flops(p) / 1e9
+        program_flops(p) / 1e9,
+        crate::kernels::isa::path().isa()
     );
     let _ = writeln!(
         s,
