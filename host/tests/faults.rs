@@ -158,23 +158,8 @@ fn pipeline_overload_gets_200_or_503_and_nothing_is_lost() {
     body.extend_from_slice(&(png.len() as u32).to_le_bytes());
     body.extend_from_slice(&png);
     let headers = [("Inference-Header-Content-Length", header.len().to_string())];
-    let barrier = std::sync::Barrier::new(8);
-    let codes: Vec<u16> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let (s, body, headers, barrier) = (&s, &body, &headers, &barrier);
-                sc.spawn(move || {
-                    barrier.wait();
-                    (0..2)
-                        .map(|_| s.post("/v2/models/img2img/infer", headers, body).status)
-                        .collect::<Vec<u16>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let codes = statuses_of_concurrent(8, 2, || {
+        s.post("/v2/models/img2img/infer", &headers, &body).status
     });
     assert_eq!(codes.len(), 16, "no request lost");
     assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");

@@ -291,26 +291,9 @@ fn overload_gets_503_at_once_and_the_server_stays_live() {
     let s = start_fixture("{max_queue_delay_us: 0, max_queue_size: 4}");
     let (xs, x) = fixture("x");
     let before = rss_kib(s.child.id());
-    let barrier = std::sync::Barrier::new(16);
-    let codes: Vec<u16> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let (s, xs, x, barrier) = (&s, &xs, &x, &barrier);
-                sc.spawn(move || {
-                    barrier.wait();
-                    (0..3)
-                        .map(|_| {
-                            s.infer_json("vae.encode", &json!({"inputs": [json_input("x", xs, x)]}))
-                                .status
-                        })
-                        .collect::<Vec<u16>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let codes = statuses_of_concurrent(16, 3, || {
+        s.infer_json("vae.encode", &json!({"inputs": [json_input("x", &xs, &x)]}))
+            .status
     });
     assert_eq!(codes.len(), 48, "no request lost");
     assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");

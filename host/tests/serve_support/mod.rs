@@ -344,3 +344,28 @@ impl Server {
         }
     }
 }
+
+/// `clients` threads that start together and each send `each` requests with `send`; every
+/// request's status, in no particular order.
+pub fn statuses_of_concurrent(
+    clients: usize,
+    each: usize,
+    send: impl Fn() -> u16 + Sync,
+) -> Vec<u16> {
+    let barrier = std::sync::Barrier::new(clients);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let (send, barrier) = (&send, &barrier);
+                sc.spawn(move || {
+                    barrier.wait();
+                    (0..each).map(|_| send()).collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
