@@ -4,8 +4,7 @@
 //! never with `RootModule::load_from_file`, which caches one library per root-module type and
 //! would silently hand back the first plugin for every later path.
 
-use plugin_api::abi_stable::library::RootModule;
-use plugin_api::{CompilerBox, DeviceBox, ModelClassBox, PluginInfo, PluginRootRef};
+use plugin_api::{CompilerBox, DeviceBox, ModelClassBox, PluginInfo};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,15 +16,12 @@ mod load;
 
 pub use error::RegistryError;
 use load::{candidate, canonical, library_files, probe, Probe};
-pub use load::{is_library_file_name, plugin_name_from_path, versions_compatible};
+pub use load::{
+    host_abi_version, is_library_file_name, plugin_name_from_path, versions_compatible,
+};
 
 /// The environment variable holding a path list of plugin directories.
 pub const PLUGIN_DIR_ENV: &str = "MLHOST_PLUGIN_DIR";
-
-/// The plugin-api version this host was built against.
-pub fn host_abi_version() -> &'static str {
-    PluginRootRef::VERSION_STRINGS.version.as_str()
-}
 
 /// Where plugins are looked for, in priority order: explicit directories (`--plugin-dir`), else
 /// the `MLHOST_PLUGIN_DIR` path list, else the directory of the running executable.

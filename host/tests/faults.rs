@@ -7,8 +7,6 @@ mod serve_support;
 
 use serde_json::json;
 use serve_support::*;
-use std::io::{Read, Write};
-use std::time::Duration;
 
 fn decode_request() -> serde_json::Value {
     let (zs, z) = fixture("z");
@@ -79,35 +77,13 @@ fn a_dead_worker_makes_its_model_not_ready_and_refuses_requests() {
     assert_eq!(s.get("/v2/health/live").status, 200);
 }
 
-/// Sends a raw HTTP/1.1 request and reads the status line (a read timeout is a hang, not a
-/// timing assertion: the server must answer without waiting for more body).
-fn raw_status(s: &Server, head: &str, body: &[u8]) -> u16 {
-    let addr = s.base.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(head.as_bytes()).unwrap();
-    conn.write_all(body).unwrap();
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn
-            .read(&mut buf)
-            .expect("the server answered instead of waiting for the announced body");
-        assert!(n > 0, "the connection closed without a response");
-        reply.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&reply);
-    text.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn bodies_over_the_limit_get_413_before_they_are_read() {
     let s = start_fixture("{max_request_bytes: 8192}");
     let head = "POST /v2/models/vae.decode/infer HTTP/1.1\r\nHost: x\r\nContent-Type: \
                 application/json\r\nContent-Length: 1000000000000\r\n\r\n";
-    assert_eq!(raw_status(&s, head, &[b'{'; 16]), 413);
-    let big = vec![b' '; 16384];
+    assert_eq!(raw_exchange(&s, head, &[b'{'; 16]).0, 413);
+    let big = vec![b' '; 9000];
     let r = s.post("/v2/models/vae.decode/infer", &[], &big);
     assert_eq!(r.status, 413);
     assert!(
@@ -128,7 +104,7 @@ fn bodies_over_the_limit_get_413_before_they_are_read() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    assert_eq!(raw_status(&s, head, &chunked), 413);
+    assert_eq!(raw_exchange(&s, head, &chunked).0, 413);
     assert_good_decode(&s);
 }
 

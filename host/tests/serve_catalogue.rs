@@ -217,10 +217,10 @@ fn cases() -> Vec<Case> {
             needles: &["no such endpoint"],
         },
         Case {
-            name: "a body over the model's limit",
+            name: "a Content-Length over the model's limit (10^12 bytes announced, 16 sent)",
             path: "/v2/models/vae.decode/infer",
-            headers: Vec::new(),
-            body: Some(vec![b' '; 70_000]),
+            headers: vec![("Content-Length", "1000000000000".into())],
+            body: Some(vec![b'{'; 16]),
             status: 413,
             needles: &["max_request_bytes"],
         },
@@ -236,7 +236,22 @@ fn every_bad_request_gets_its_named_error_and_the_server_goes_on() {
     let cases = cases();
     let mut failures = Vec::new();
     for case in &cases {
+        let declared = case.headers.iter().any(|(k, _)| *k == "Content-Length");
         let r = match &case.body {
+            // An HTTP client sends the length of what it sends: write this one by hand.
+            Some(body) if declared => {
+                let mut head = format!("POST {} HTTP/1.1\r\nHost: x\r\n", case.path);
+                for (k, v) in &case.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let (status, body) = raw_exchange(&s, &head, body);
+                Reply {
+                    status,
+                    headers: Default::default(),
+                    body,
+                }
+            }
             Some(body) => s.post(case.path, &case.headers, body),
             None => s.get(case.path),
         };

@@ -2,8 +2,9 @@
 //! report min / median / max seconds and peak memory, in the spirit of trtexec and
 //! OpenVINO's benchmark_app.
 
+use super::backend::BackendArgs;
 use super::run::{choose_class, load_model, Method};
-use super::{plugin, BackendArgs, UsageError};
+use crate::error::{plugin, UsageError};
 use crate::plugins::PluginRegistry;
 use anyhow::Context;
 use clap::Args;

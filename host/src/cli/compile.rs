@@ -1,6 +1,7 @@
 //! `mlhost compile`: from_pretrained(export = Yes) on a diffusers directory, then save_pretrained.
 
-use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
+use super::backend::BackendArgs;
+use crate::error::{path_str, plugin, require_dir, UsageError};
 use crate::models::load::{open, open_manifest_model, LoadSpec, Overrides};
 use crate::models::manifest::open_manifest;
 use crate::models::resolve::is_plugin_path;

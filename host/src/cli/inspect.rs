@@ -1,6 +1,6 @@
 //! `mlhost inspect`: a compiled model's rbln_config.json and each artifact's summary.
 
-use super::{plugin, require_dir, UsageError};
+use crate::error::{plugin, require_dir, UsageError};
 use crate::plugins::PluginRegistry;
 use clap::Args;
 use serde_json::Value;

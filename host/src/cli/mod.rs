@@ -1,14 +1,14 @@
 //! The `mlhost` command line: one file per command.
 
 use crate::error::kind_of;
-use crate::models::Choice;
 use crate::plugins::{plugin_search_path, PluginRegistry};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 pub use crate::error::UsageError;
-pub(crate) use crate::error::{path_str, plugin, require_dir};
+pub use backend::BackendArgs;
 
+mod backend;
 pub mod bench;
 pub mod compile;
 pub mod inspect;
@@ -57,31 +57,6 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run one pipeline of a manifest once: `--input NAME=FILE`, `--output NAME=FILE`.
     Pipeline(pipeline::PipelineArgs),
-}
-
-/// Which model class, compiler and device to use.
-#[derive(Debug, Clone, Default, Args)]
-pub struct BackendArgs {
-    /// Model class (default: the only one loaded).
-    #[arg(long = "class", value_name = "NAME")]
-    pub class: Option<String>,
-    /// Compiler (default: the only one loaded, else rbln-npu).
-    #[arg(long, value_name = "NAME")]
-    pub compiler: Option<String>,
-    /// Device (default: the only one loaded, else rbln-npu).
-    #[arg(long, value_name = "NAME")]
-    pub device: Option<String>,
-}
-
-impl BackendArgs {
-    /// The model layer's choice of class, compiler and device.
-    pub fn choice(&self) -> Choice {
-        Choice {
-            class: self.class.clone(),
-            compiler: self.compiler.clone(),
-            device: self.device.clone(),
-        }
-    }
 }
 
 /// Runs a parsed command line.

@@ -1,6 +1,6 @@
 //! `mlhost pipeline`: runs one pipeline of a manifest once on files.
 
-use super::UsageError;
+use crate::error::UsageError;
 use crate::io;
 use crate::models::manifest::open_manifest;
 use crate::models::pipeline::load_models;
@@ -115,7 +115,7 @@ pub fn run(plugin_dirs: &[PathBuf], args: &PipelineArgs) -> anyhow::Result<()> {
             .into());
         }
         if let Some(parent) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            super::require_dir(parent, "output directory")?;
+            crate::error::require_dir(parent, "output directory")?;
         }
         outputs.push((name, file));
     }

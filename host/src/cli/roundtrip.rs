@@ -4,8 +4,9 @@
 //! The model directory is a compiled model with the encoder (`--uses-encoder`) or a diffusers
 //! directory, compiled on the fly for the image's size with `uses_encoder = true`.
 
+use super::backend::BackendArgs;
 use super::run::{choose_class, kwargs_for_input, read_dir_config, Method};
-use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
+use crate::error::{path_str, plugin, require_dir, UsageError};
 use crate::io::{self, Format};
 use crate::plugins::PluginRegistry;
 use anyhow::Context;

@@ -1,7 +1,8 @@
 //! `mlhost run`: runs encode or decode of a compiled model directory, or of a diffusers
 //! directory compiled on the fly for the input's shape.
 
-use super::{path_str, plugin, require_dir, BackendArgs, UsageError};
+use super::backend::BackendArgs;
+use crate::error::{path_str, plugin, require_dir, UsageError};
 use crate::io::{self, Format};
 use crate::models::describe::describe;
 use crate::models::load::{open_dir, LoadSpec, Overrides};

@@ -19,9 +19,7 @@
 //!
 //! Unknown fields are errors. Every error names the file, the line and column, and the field.
 
-mod pipelines;
-
-pub use pipelines::{Describe, ModelDescription};
+pub mod pipelines;
 
 use plugin_api::Export;
 use serde::de::{self, Deserializer, Visitor};
@@ -305,15 +303,6 @@ impl Manifest {
         }
         m.text = text.to_string();
         Ok(m)
-    }
-
-    /// Resolves the manifest's pipelines (derived rbln_configs, step graphs into `resolved`)
-    /// with what `describe` says of each model they use; errors point at the manifest's line.
-    pub fn resolve_pipelines(&mut self, describe: &Describe) -> Result<(), ManifestError> {
-        let text = std::mem::take(&mut self.text);
-        let result = pipelines::resolve(self, &text, describe);
-        self.text = text;
-        result
     }
 
     /// The directory relative paths resolve against.

@@ -113,11 +113,18 @@ fn checked(d: ModelDescription) -> Result<ModelDescription, String> {
 
 /// Resolves `manifest.pipelines`: derives the rbln_config of each model a pipeline uses (written
 /// back into its `rbln_config`) and builds each step graph into `manifest.resolved`.
-pub(super) fn resolve(
-    manifest: &mut Manifest,
-    text: &str,
-    describe: &Describe,
-) -> Result<(), ManifestError> {
+impl Manifest {
+    /// Resolves the manifest's pipelines (derived rbln_configs, step graphs into `resolved`)
+    /// with what `describe` says of each model they use; errors point at the manifest's line.
+    pub fn resolve_pipelines(&mut self, describe: &Describe) -> Result<(), ManifestError> {
+        let text = std::mem::take(&mut self.text);
+        let result = resolve(self, &text, describe);
+        self.text = text;
+        result
+    }
+}
+
+fn resolve(manifest: &mut Manifest, text: &str, describe: &Describe) -> Result<(), ManifestError> {
     if manifest.pipelines.is_empty() {
         return Ok(());
     }

@@ -21,7 +21,7 @@ fn parse_with(config: &str, text: &str) -> (tempfile::TempDir, Result<Manifest, 
         m.resolve_pipelines(&|e| {
             let f = crate::models::describe::describe(&class, &e.model_id)
                 .map_err(|e| format!("{e:#}"))?;
-            Ok(crate::manifest::ModelDescription {
+            Ok(crate::manifest::pipelines::ModelDescription {
                 vae_scale_factor: f.vae_scale_factor,
                 force_upcast: f.force_upcast,
                 in_channels: f.in_channels,

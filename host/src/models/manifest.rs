@@ -4,7 +4,8 @@
 use super::describe::describe;
 use super::resolve::manifest_plugins;
 use crate::error::UsageError;
-use crate::manifest::{Manifest, ModelDescription, ModelEntry};
+use crate::manifest::pipelines::ModelDescription;
+use crate::manifest::{Manifest, ModelEntry};
 use crate::pipeline::graph::ScalingFields;
 use crate::plugins::PluginRegistry;
 use std::path::{Path, PathBuf};

@@ -11,20 +11,16 @@
 //! regular regrouping of it, as Triton accepts; ragged data is refused, naming where. A number that is not a finite
 //! FP32 value (`1e39`) is refused, naming the input and its flat index.
 
+mod error;
 mod request;
 mod response;
 
+pub use error::CodecError;
 pub use request::{decode, header_length, Input, Limits, OutputRequest, Payload, Request};
 pub use response::{encode, Encoded, OutputData, OutputTensor};
 
 /// The header that gives the JSON part's length when binary tensor data follows.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-/// A request that does not decode, or whose tensors do not fit their declaration; the message
-/// names the input and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CodecError(pub String);
 
 #[cfg(test)]
 mod tests;

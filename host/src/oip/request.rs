@@ -1,6 +1,6 @@
 //! Decoding an inference request.
 
-use super::CodecError;
+use super::error::CodecError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -6,7 +6,7 @@
 //! plugin-api version must be compatible (checked here before abi_stable's own check, so the error
 //! names both versions); then abi_stable checks the root module layout and runs the constructor.
 
-use super::{host_abi_version, RegistryError};
+use super::error::RegistryError;
 use object::Object;
 use plugin_api::abi_stable::library::{
     lib_header_from_path, LibraryError, RootModule, ROOT_MODULE_LOADER_NAME,
@@ -14,6 +14,11 @@ use plugin_api::abi_stable::library::{
 use plugin_api::abi_stable::sabi_types::{VersionNumber, VersionStrings};
 use plugin_api::PluginRootRef;
 use std::path::{Path, PathBuf};
+
+/// The plugin-api version this host was built against.
+pub fn host_abi_version() -> &'static str {
+    PluginRootRef::VERSION_STRINGS.version.as_str()
+}
 
 /// Returns true for file names that may be dynamic libraries: `lib*.so`, `*.dylib`, `*.dll`.
 pub fn is_library_file_name(name: &str) -> bool {

@@ -369,3 +369,47 @@ pub fn statuses_of_concurrent(
             .collect()
     })
 }
+
+/// Sends `head` and `body` as raw bytes on a new connection and reads one response: its status
+/// and body. For requests an HTTP client will not send (a `Content-Length` larger than the body).
+/// A read that times out is a hang, not a timing assertion.
+pub fn raw_exchange(s: &Server, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let header_end = loop {
+        if let Some(at) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = conn
+            .read(&mut buf)
+            .expect("the server answered instead of waiting for the announced body");
+        assert!(n > 0, "the connection closed without a response");
+        reply.extend_from_slice(&buf[..n]);
+    };
+    let head_text = String::from_utf8_lossy(&reply[..header_end]).to_lowercase();
+    let status = head_text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let length: usize = head_text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while reply.len() < header_end + length {
+        let n = conn.read(&mut buf).expect("read the response body");
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    (status, reply[header_end..].to_vec())
+}

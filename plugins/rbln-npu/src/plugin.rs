@@ -26,7 +26,7 @@ impl NpuCompiler {
         options_json: &str,
         progress: &dyn Fn(&str, u64, u64),
     ) -> Result<Vec<u8>, PluginError> {
-        kernel_path()?;
+        kernels::isa::checked()?;
         compiler::compile(graph, options_json, progress)
     }
 
@@ -58,14 +58,8 @@ impl NpuDevice {
 
 /// Compiles `graph` to artifact bytes without progress reporting.
 pub fn compile_graph(graph: Graph, options_json: &str) -> Result<Vec<u8>, PluginError> {
-    kernel_path()?;
+    kernels::isa::checked()?;
     compiler::compile(graph, options_json, &|_, _, _| {})
-}
-
-/// The kernels' instruction-set path, or the error saying why `RBLN_NPU_ISA` cannot be honored
-/// (checked before compiling or loading anything).
-pub(crate) fn kernel_path() -> Result<kernels::isa::Path, PluginError> {
-    kernels::isa::selected().map_err(|e| PluginError::unsupported(format!("rbln-npu: {e}")))
 }
 
 /// Compiles `graph`, loads the artifact and runs it once.

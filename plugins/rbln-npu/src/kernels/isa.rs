@@ -187,6 +187,12 @@ pub fn bf16_dot(path: Path) -> bool {
     }
 }
 
+/// The selected path, or the plugin error saying why `RBLN_NPU_ISA` cannot be honored (checked
+/// before compiling or loading anything).
+pub fn checked() -> Result<Path, plugin_api::PluginError> {
+    selected().map_err(|e| plugin_api::PluginError::unsupported(format!("rbln-npu: {e}")))
+}
+
 /// One line for descriptions: the path, whether it was forced, and the CPU's widest.
 pub fn describe() -> String {
     match selected() {

@@ -41,7 +41,7 @@ impl NpuExecutable {
     /// Verifies and loads artifact bytes (see [`artifact::decode`]), and checks that a run fits
     /// in the memory budget ([`Program::check_footprint`]).
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
-        crate::plugin::kernel_path()?;
+        crate::kernels::isa::checked()?;
         let program = artifact::decode(bytes)?;
         program.check_footprint()?;
         Ok(NpuExecutable {
