@@ -69,18 +69,3 @@ pub fn load_models(
     }
     Ok(ManifestModels(loaded))
 }
-
-/// The already loaded models among `loaded` that `p` calls.
-pub fn select(
-    p: &Pipeline,
-    loaded: &BTreeMap<String, Arc<ModelBox>>,
-) -> anyhow::Result<ManifestModels> {
-    let mut used = BTreeMap::new();
-    for name in models_of(p) {
-        let model = loaded
-            .get(&name)
-            .ok_or_else(|| anyhow::anyhow!("pipeline {}: model {name} is not loaded", p.name))?;
-        used.insert(name, model.clone());
-    }
-    Ok(ManifestModels(used))
-}
