@@ -15,70 +15,17 @@ Prints the figures DEPLOY.md records: requests, failures, latency p50 / p99 duri
 """
 
 import argparse
-import http.client as httplib
 import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "sd_like")
-
-
-def read_safetensors(path):
-    """{name: (shape, [floats])} of an f32 safetensors file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", (name, info["dtype"])
-        start, end = info["data_offsets"]
-        raw = data[8 + n + start : 8 + n + end]
-        out[name] = (info["shape"], list(struct.unpack("<%df" % (len(raw) // 4), raw)))
-    return out
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http(port, method, path, body=None, timeout=60):
-    conn = httplib.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def wait_until(what, check, limit_s=120):
-    """Polls `check` until it is true; fails after `limit_s` (a hang, not a timing assertion)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit("rolling restart: gave up waiting for " + what)
+from loopback import FIXTURE, close_to, copy_plugins, free_port, http, read_safetensors, wait_until
 
 
 class Replica:
@@ -146,12 +93,7 @@ def main():
         sys.exit("rolling restart: haproxy is not installed (apt-get install haproxy)")
 
     work = tempfile.mkdtemp(prefix="mlhost-rolling-")
-    # Only the two plugins: a build directory also holds test plugins that a scan refuses.
-    plugins = os.path.join(work, "plugins")
-    os.makedirs(plugins)
-    for lib in ("librbln_npu.so", "librbln_vae.so"):
-        shutil.copy(os.path.join(args.plugin_dir, lib), plugins)
-    args.plugin_dir = plugins
+    args.plugin_dir = copy_plugins(args.plugin_dir, work)
     repo = os.path.join(work, "repo")
     os.makedirs(repo)
     subprocess.run([args.mlhost, "--plugin-dir", args.plugin_dir, "compile", FIXTURE,
@@ -202,8 +144,7 @@ def main():
                 ok = False
                 if status == 200:
                     out = json.loads(data)["outputs"][0]
-                    ok = out["shape"] == ref_shape and all(
-                        abs(a - b) <= bound for a, b in zip(out["data"], ref))
+                    ok = out["shape"] == ref_shape and close_to(out["data"], ref, bound)
                 with lock:
                     results.append((phase[0], status, dt, ok, data[:200] if not ok else b""))
 
