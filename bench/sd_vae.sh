@@ -3,17 +3,20 @@
 # times encode and decode in process (`mlhost bench`: load once, warm-up, median of RUNS), checks
 # the outputs against diffusers, measures the peak RSS of a process that loads the compiled
 # model and decodes once, and runs the peers (diffusers/PyTorch, ONNX Runtime, candle) on the
-# same weights and inputs in the same session. Prints one summary table with ratios at the end
+# same weights and inputs in the same session (OpenVINO in f32 and in its default precision, which
+# is bfloat16 on CPUs with AVX512_BF16 or AMX). Prints one summary table with ratios at the end
 # and writes every raw result to bench/out/results/.
 #
 #   bash bench/sd_vae.sh                    # SIZES="256 512" RUNS=5 PEERS="pytorch ort candle"
+#   PEERS="pytorch ort openvino" bash bench/sd_vae.sh
 #   SIZES=256 RUNS=5 PEERS=pytorch bash bench/sd_vae.sh
 #
 # Needs python3 with tests/fixtures/requirements.txt (torch, diffusers) for the model, the
 # inputs, the check and the PyTorch peer; `pip install -r bench/peers/requirements-ort.txt` for
-# ORT; crates.io for the candle peer's first build. Check that nothing else runs first (cat
-# /proc/loadavg): the machines are shared and noisy. CANDLE_RUNS (default: RUNS at 256, 1 at
-# larger sizes, where one candle decode takes over a minute) sets candle's runs.
+# ORT, `pip install -r bench/peers/requirements-openvino.txt` for OpenVINO; crates.io for the
+# candle peer's first build. Check that nothing else runs first (cat /proc/loadavg): the
+# machines are shared and noisy. CANDLE_RUNS (default: RUNS at 256, 1 at larger sizes, where
+# one candle decode takes over a minute) sets candle's runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-256 512}
@@ -69,6 +72,11 @@ for S in $SIZES; do
       ort)
         python3 bench/peers/onnxruntime_vae.py "$dir" --runs "$RUNS" --threads "$THREADS" --size "$S" \
           | tail -1 >"$RES/ort-$S.json" ;;
+      openvino)
+        python3 bench/peers/openvino_vae.py "$dir" --runs "$RUNS" --threads "$THREADS" --size "$S" \
+          --precision both >"$RES/openvino-both-$S.jsonl"
+        grep '"peer": "openvino"' "$RES/openvino-both-$S.jsonl" >"$RES/openvino-$S.json"
+        grep '"peer": "openvino-default"' "$RES/openvino-both-$S.jsonl" >"$RES/openvino-default-$S.json" ;;
       candle)
         cr=${CANDLE_RUNS:-$([ "$S" = 256 ] && echo "$RUNS" || echo 1)}
         bash bench/peers/candle_vae.sh "$dir" --runs "$cr" --threads "$THREADS" | tail -1 >"$RES/candle-$S.json" ;;

@@ -30,7 +30,7 @@ def main():
         proc = load(res, f"ours-{s}-decode-process.json") or {}
         tproc = load(res, f"pytorch-{s}-decode-process.json") or {}
         ours = {m: load(res, f"ours-{s}-{m}.json") for m in ("encode", "decode")}
-        peers = {p: load(res, f"{p}-{s}.json") for p in ("pytorch", "ort", "candle")}
+        peers = {p: load(res, f"{p}-{s}.json") for p in ("pytorch", "ort", "openvino", "openvino-default", "candle")}
         print(f"| method | ours (median s) | GFLOP/s | " +
               " | ".join(f"{p} (s) | ours vs {p}" for p in peers if peers[p]) + " |")
         for m in ("encode", "decode"):
@@ -54,6 +54,10 @@ def main():
                 line += (f"; PyTorch {tproc['wall_s']} s, peak RSS {tproc['rss_kib'] / 1024:.0f} MiB"
                          f" (ours {100 * proc['rss_kib'] / tproc['rss_kib']:.0f}%)")
             print(line)
+        for p, v in peers.items():
+            if v and "precision" in v:
+                print(f"{p} ran in {v['precision']}; max |{p} - diffusers|: " + ", ".join(
+                    f"{k} {d:.2e}" for k, d in v["max_abs_diff"].items()))
         if check:
             print("accuracy vs diffusers (2e-3 * max(1, max|ref|)): " + ", ".join(
                 f"{k} {v['max_abs_diff']:.2e} (tol {v['tolerance']:.2e}, {'ok' if v['ok'] else 'FAIL'})"

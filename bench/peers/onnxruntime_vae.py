@@ -38,7 +38,6 @@ Prints one JSON line on stdout:
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -46,74 +45,14 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from safetensors.torch import load_file
+from vae_common import DEFAULT_DIR, DecoderSample, EncoderMoments, compare, inputs, median_seconds
 
 try:
     import onnxruntime as ort
 except ImportError:
     sys.exit("onnxruntime is not installed: pip install -r bench/peers/requirements-ort.txt")
 
-DEFAULT_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "sd-vae-random"
-)
 OPSET = 17
-SEED = 7
-
-
-class EncoderMoments(torch.nn.Module):
-    """x -> quant_conv(encoder(x)): the parameters of diffusers' latent distribution."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, x):
-        moments = self.vae.encoder(x)
-        if self.vae.quant_conv is not None:
-            moments = self.vae.quant_conv(moments)
-        return moments
-
-
-class DecoderSample(torch.nn.Module):
-    """z -> vae.decode(z).sample (post_quant_conv + decoder)."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, z):
-        return self.vae.decode(z).sample
-
-
-def median_seconds(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def stored(model_dir, file, name):
-    path = os.path.join(model_dir, file)
-    if not os.path.isfile(path):
-        return None
-    return load_file(path).get(name)
-
-
-def inputs(model_dir, size, latent_channels, scale):
-    """The stored inputs when they have the requested size, else seeded random ones."""
-    x_shape = (1, 3, size, size)
-    z_shape = (1, latent_channels, size // scale, size // scale)
-    x = stored(model_dir, "encode_in.safetensors", "x")
-    z = stored(model_dir, "decode_in.safetensors", "z")
-    if x is not None and z is not None and tuple(x.shape) == x_shape and tuple(z.shape) == z_shape:
-        return x.to(torch.float32).contiguous(), z.to(torch.float32).contiguous(), "stored"
-    gen = torch.Generator().manual_seed(SEED)
-    x = torch.rand(x_shape, generator=gen) * 2.0 - 1.0
-    z = torch.randn(z_shape, generator=gen)
-    return x, z, f"random (seed {SEED})"
 
 
 def export(module, example, in_name, out_name, path):
@@ -143,13 +82,6 @@ def session(path, threads):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def compare(ours, ref):
-    ref = ref.detach().numpy()
-    diff = float(np.abs(ours - ref).max())
-    tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
-    return {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol}
 
 
 def main():

@@ -17,28 +17,14 @@ decode_s times `vae.decode(z)` (post_quant_conv + decoder).
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import diffusers
 import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-DEFAULT_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "sd-vae-random"
-)
-
-
-def median_seconds(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from vae_common import DEFAULT_DIR, median_seconds
 
 
 def load_input(model_dir, file, name):
