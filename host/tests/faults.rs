@@ -109,6 +109,35 @@ fn bodies_over_the_limit_get_413_before_they_are_read() {
 }
 
 #[test]
+fn a_client_that_writes_a_refused_body_in_full_reads_the_413() {
+    // 24 MiB is more than loopback's socket buffers hold: the client's write completes only if
+    // the server goes on reading the refused body after its 413 (a lingering close) instead of
+    // closing the connection under the writer.
+    let s = start_fixture("{max_request_bytes: 8192}");
+    let body = vec![b' '; 24 << 20];
+    let head = format!(
+        "POST /v2/models/vae.decode/infer HTTP/1.1\r\nHost: x\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (status, reply) = raw_exchange(&s, &head, &body);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&reply));
+    assert!(String::from_utf8_lossy(&reply).contains("max_request_bytes"));
+    // The same without a Content-Length: refused when it grows past the limit.
+    let head = "POST /v2/models/vae.decode/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \
+                chunked\r\n\r\n";
+    let mut chunked = Vec::new();
+    for _ in 0..(24 << 20) / 65536 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 65536).as_bytes());
+        chunked.extend_from_slice(&[b' '; 65536]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(raw_exchange(&s, head, &chunked).0, 413);
+    assert_good_decode(&s);
+}
+
+#[test]
 fn pipeline_overload_gets_200_or_503_and_nothing_is_lost() {
     let dir = TempDir::new("faults");
     let manifest = dir.path().join("p.yaml");

@@ -172,9 +172,32 @@ async fn model_ready(
     Ok(StatusCode::OK)
 }
 
+/// After a 413, how much more of the refused body is read and dropped, and for how long, so that
+/// a client still writing it gets to read the reply instead of a reset (a lingering close).
+const LINGER_BYTES: usize = 64 << 20;
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Reads and drops the rest of a refused body, at most [`LINGER_BYTES`] for at most
+/// [`LINGER`], then lets the connection go.
+fn linger(mut body: Body) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
 /// Reads a request body of at most `limit` bytes: a `Content-Length` above it is refused
-/// before anything is read, a body that grows past it when it does.
-async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ServeError> {
+/// before anything is read, a body that grows past it when it does. Either way the rest of the
+/// body is drained for a while ([`linger`]) so that the client reads the 413.
+async fn read_body(mut body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ServeError> {
     let too_large = |what: String| {
         ServeError::TooLarge(format!(
             "{what}; this model accepts at most {limit} bytes (serving.max_request_bytes)"
@@ -185,22 +208,26 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = declared.filter(|&n| n > limit) {
+        linger(body);
         return Err(too_large(format!("the request body is {n} bytes")));
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let limited = http_body_util::Limited::new(body, limit);
-    match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large("the request body is larger".into()))
+    // The declared length (at most the limit) sizes the buffer, up to what a lie could cost.
+    let reserve = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(LINGER_BYTES));
+    let mut data = Vec::with_capacity(reserve);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame
+            .map_err(|e| ServeError::InvalidInput(format!("cannot read the request body: {e}")))?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        if chunk.len() > limit - data.len() {
+            linger(body);
+            return Err(too_large("the request body is larger".into()));
         }
-        Err(e) => Err(ServeError::InvalidInput(format!(
-            "cannot read the request body: {e}"
-        ))),
+        data.extend_from_slice(chunk);
     }
+    Ok(Bytes::from(data))
 }
 
 async fn infer(
