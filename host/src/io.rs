@@ -150,22 +150,62 @@ pub fn read_safetensors(path: &Path, name: &str) -> Result<Tensor, IoError> {
         .map_err(|e| invalid(format!("tensor `{name}`: {}", e.message())))
 }
 
-/// Largest image width or height decoded (16k x 16k RGB is 768 MiB before it becomes floats).
+/// Largest image width or height decoded.
 pub const MAX_IMAGE_SIDE: u32 = 16384;
 
-/// Decodes `bytes` as `format` within [`MAX_IMAGE_SIDE`] and a 1 GiB decoder allocation, so that
-/// a small compressed file cannot claim gigabytes.
+/// Most pixels an image may have (8192 x 8192): its dimensions are read from the file's header
+/// and checked before anything is decoded, so that a small compressed file cannot claim
+/// gigabytes (as RGB floats, the limit is 768 MiB, and 192 MiB of decoded bytes before that).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+/// Decodes `bytes` as `format`: the header's width and height must be within
+/// [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_PIXELS`] (checked before decoding), and the decoder may
+/// allocate at most 1 GiB.
 pub fn decode_image_bytes(
     bytes: &[u8],
     format: image::ImageFormat,
-) -> Result<image::DynamicImage, image::ImageError> {
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+) -> Result<image::DynamicImage, String> {
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (w, h) = reader().into_dimensions().map_err(|e| e.to_string())?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "the image is {w} x {h} pixels; at most {MAX_IMAGE_PIXELS} pixels \
+             ({MAX_IMAGE_SIDE} per side) are decoded"
+        ));
+    }
+    let mut reader = reader();
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(1 << 30);
     reader.limits(limits);
-    reader.decode()
+    reader.decode().map_err(|e| e.to_string())
+}
+
+/// `image` as a planar `[1, channels, H, W]` tensor (`channels` 3: RGB, 1: grayscale; other
+/// pixel formats are converted), each 8-bit value `v` stored as `value(v)`. The decoded image
+/// is consumed, not copied.
+pub fn image_to_tensor(
+    image: image::DynamicImage,
+    channels: usize,
+    value: impl Fn(u8) -> f32,
+) -> Result<Tensor, String> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let interleaved: Vec<u8> = match channels {
+        3 => image.into_rgb8().into_raw(),
+        1 => image.into_luma8().into_raw(),
+        c => {
+            return Err(format!(
+                "the model takes {c} input channels; an image gives 1 (grayscale) or 3 (RGB)"
+            ))
+        }
+    };
+    let plane = h * w;
+    let mut data = vec![0.0f32; channels * plane];
+    for (i, &v) in interleaved.iter().enumerate() {
+        data[(i % channels) * plane + i / channels] = value(v);
+    }
+    Tensor::new(vec![1, channels, h, w], data).map_err(|e| e.message().to_string())
 }
 
 /// Reads a PNG as a `[1, channels, H, W]` tensor in `[-1, 1]`; `channels` is 3 (RGB) or 1
@@ -176,27 +216,11 @@ pub fn read_png(path: &Path, channels: usize) -> Result<Tensor, IoError> {
         path: path.to_path_buf(),
         reason: format!("not a valid PNG: {e}"),
     })?;
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    let interleaved: Vec<u8> = match channels {
-        3 => image.to_rgb8().into_raw(),
-        1 => image.to_luma8().into_raw(),
-        c => {
-            return Err(IoError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the model takes {c} input channels; a PNG input gives 1 (grayscale) or 3 (RGB)"
-                ),
-            })
+    image_to_tensor(image, channels, |v| v as f32 / 127.5 - 1.0).map_err(|reason| {
+        IoError::Invalid {
+            path: path.to_path_buf(),
+            reason,
         }
-    };
-    let mut data = vec![0.0f32; channels * h * w];
-    for (i, &v) in interleaved.iter().enumerate() {
-        let (pixel, c) = (i / channels, i % channels);
-        data[c * h * w + pixel] = v as f32 / 127.5 - 1.0;
-    }
-    Tensor::new(vec![1, channels, h, w], data).map_err(|e| IoError::Invalid {
-        path: path.to_path_buf(),
-        reason: e.message().to_string(),
     })
 }
 

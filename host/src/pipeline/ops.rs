@@ -261,19 +261,14 @@ pub fn decode_image(bytes: &[u8], channels: usize) -> Result<Tensor, String> {
         .ok()
         .filter(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg))
         .ok_or("the bytes are not a PNG or JPEG image")?;
+    if !matches!(channels, 1 | 3) {
+        return Err(format!(
+            "image_decode: channels must be 1 or 3, got {channels}"
+        ));
+    }
     let img = crate::io::decode_image_bytes(bytes, format)
         .map_err(|e| format!("cannot decode the {format:?} image: {e}"))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let interleaved = match channels {
-        3 => img.to_rgb8().into_raw(),
-        1 => img.to_luma8().into_raw(),
-        c => return Err(format!("image_decode: channels must be 1 or 3, got {c}")),
-    };
-    let mut data = vec![0.0f32; channels * h * w];
-    for (i, &v) in interleaved.iter().enumerate() {
-        data[(i % channels) * h * w + i / channels] = v as f32;
-    }
-    Tensor::new(vec![1, channels, h, w], data).map_err(|e| e.message().to_string())
+    crate::io::image_to_tensor(img, channels, f32::from)
 }
 
 /// Encodes `[1, C, H, W]` (C = 1 or 3) with values in `[0, 255]` as PNG (rounded, clamped).
@@ -471,6 +466,25 @@ mod tests {
         assert!(decoded.data().iter().all(|&v| (v - 200.0).abs() <= 2.0));
         let e = decode_image(b"GIF89a....", 3).unwrap_err();
         assert!(e.contains("not a PNG or JPEG"), "{e}");
+    }
+
+    #[test]
+    fn an_image_is_refused_by_its_header_size_before_it_is_decoded() {
+        // 870 bytes found by the image fuzz target: a JPEG whose header says 16140 x 14856;
+        // decoding it took 4 GiB and 28 s before the header was checked first.
+        let bomb = include_bytes!(
+            "../../../tests/fuzz/regressions/image/jpeg-16140x14856-in-870-bytes.jpg"
+        );
+        let e = decode_image(bomb, 3).unwrap_err();
+        assert!(e.contains("16140 x 14856 pixels"), "{e}");
+        assert!(e.contains(&crate::io::MAX_IMAGE_PIXELS.to_string()), "{e}");
+        // A black PNG just over the limit (72 MB of pixels, a few hundred KB of file).
+        let mut png = Vec::new();
+        image::GrayImage::new(9000, 8000)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let e = decode_image(&png, 1).unwrap_err();
+        assert!(e.contains("9000 x 8000 pixels"), "{e}");
     }
 
     #[test]
