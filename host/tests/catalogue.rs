@@ -18,7 +18,7 @@ struct Ctx {
     plugins: TempDir,
     /// The sd_like fixture compiled with the encoder (batch 1, 32x32).
     compiled: PathBuf,
-    _work: TempDir,
+    work: TempDir,
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -45,7 +45,7 @@ fn ctx() -> &'static Ctx {
         Ctx {
             plugins,
             compiled,
-            _work: work,
+            work,
         }
     })
 }
@@ -904,5 +904,8 @@ fn every_bad_input_gets_its_named_error() {
         }
     }
     eprintln!("{} command-line cases", cases.len());
+    // The context is a static, which is never dropped: remove its directories here.
+    let _ = std::fs::remove_dir_all(ctx.plugins.path());
+    let _ = std::fs::remove_dir_all(ctx.work.path());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
