@@ -6,7 +6,26 @@ use mlhost::cli::{exit_code, run, Cli};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator gives threads their own arenas (up to 8 per core) and keeps what each
+/// frees; a server whose requests run on changing threads (tokio's blocking pool, the batchers'
+/// workers) sees its RSS creep up while its heap stays flat (RELIABILITY.md, the soak). Two
+/// arenas keep it flat. A `MALLOC_ARENA_MAX` in the environment, which glibc reads itself,
+/// wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
