@@ -126,6 +126,19 @@ pub trait Executable: Send + Sync {
     fn info_json(&self) -> RString {
         RString::from("{}")
     }
+    /// [`run`](Executable::run) with this run's options, a JSON object: `timeout` (seconds,
+    /// replacing the one it was loaded with). Added after the last prefix field: a plugin built
+    /// before it answers `Unsupported`.
+    fn run_with(
+        &self,
+        inputs: RVec<NamedTensor>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<RVec<NamedTensor>> {
+        let _ = (inputs, options_json);
+        RResult::RErr(PluginError::unsupported(
+            "this device plugin takes no run options (timeout)",
+        ))
+    }
 }
 
 /// A boxed [`Executable`] trait object.

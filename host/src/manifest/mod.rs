@@ -79,7 +79,9 @@ pub struct DeviceEntry {
     pub name: String,
     /// The device (and compiler) name a loaded plugin provides, e.g. `rbln-npu`.
     pub plugin: String,
-    /// Device indices, passed to the model as `rbln_config.device` unless it sets one.
+    /// Device indices: the plugin's device set is configured with them (see
+    /// [`Manifest::device_configs`]), and they are passed to the model as `rbln_config.device`
+    /// unless it sets one (`device_map` still wins for the parts it names).
     #[serde(default)]
     pub ids: Vec<u64>,
     /// Runtime options.

@@ -97,6 +97,13 @@ impl Executable for NpuExecutable {
     fn info_json(&self) -> RString {
         guarded(|| self.info_json().to_string().into(), RString::from("{}"))
     }
+    fn run_with(
+        &self,
+        inputs: RVec<NamedTensor>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<RVec<NamedTensor>> {
+        guard(|| NpuExecutable::run_with(self, &inputs, options_json.as_str()).map(RVec::from))
+    }
 }
 
 /// The compiler as an FFI trait object.

@@ -49,13 +49,7 @@ impl RunOptions {
         for (k, v) in &m {
             match k.as_str() {
                 "device" => {}
-                "timeout" => {
-                    let t = v
-                        .as_f64()
-                        .filter(|t| *t >= 0.0 && *t <= 1e9)
-                        .ok_or_else(|| bad(format!("timeout must be seconds >= 0, got {v}")))?;
-                    o.timeout = Some(Duration::from_secs_f64(t));
-                }
+                "timeout" => o.timeout = Some(seconds(v).map_err(bad)?),
                 "profile" => {
                     let on = v
                         .as_bool()
@@ -77,6 +71,20 @@ impl RunOptions {
             }
         }
         Ok(o)
+    }
+
+    /// The `timeout` of run options `{"timeout": seconds}`, if given.
+    pub fn run_timeout(options_json: &str) -> Result<Option<Duration>, PluginError> {
+        let bad = |m: String| PluginError::invalid(format!("run options: {m}"));
+        let m = parse_object(options_json).map_err(bad)?;
+        let mut timeout = None;
+        for (k, v) in &m {
+            if k != "timeout" {
+                return Err(bad(format!("unknown option '{k}' (the option is timeout)")));
+            }
+            timeout = Some(seconds(v).map_err(bad)?);
+        }
+        Ok(timeout)
     }
 
     /// The `device` of load options, if given.
@@ -136,6 +144,14 @@ impl RunOptions {
     }
 }
 
+/// A timeout in seconds: a number from 0 to 10^9.
+fn seconds(v: &Value) -> Result<Duration, String> {
+    v.as_f64()
+        .filter(|t| (0.0..=1e9).contains(t))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("timeout must be seconds >= 0, got {v}"))
+}
+
 fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
     if text.trim().is_empty() {
         return Ok(Map::new());
@@ -148,18 +164,18 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// Runs every step of `src.program` on the device's pool (or the caller's), stopping with a
-/// timeout error at the first step boundary past `opts.timeout` (measured from `start`).
+/// timeout error at the first step boundary `limit` or more after `start`.
 /// With a profile (or `MLHOST_PROFILE`), times each step and prints the table to stderr.
 pub(crate) fn run_steps(
     src: &Sources<'_>,
     arena: &mut [f32],
     workspace: &mut [f32],
     opts: &RunOptions,
-    start: Instant,
+    (start, limit): (Instant, Option<Duration>),
 ) -> Result<(), PluginError> {
     match &opts.device {
-        Some(d) => d.install(move || steps(src, arena, workspace, opts, start))?,
-        None => steps(src, arena, workspace, opts, start),
+        Some(d) => d.install(move || steps(src, arena, workspace, opts, (start, limit)))?,
+        None => steps(src, arena, workspace, opts, (start, limit)),
     }
 }
 
@@ -168,7 +184,7 @@ fn steps(
     arena: &mut [f32],
     workspace: &mut [f32],
     opts: &RunOptions,
-    start: Instant,
+    (start, limit): (Instant, Option<Duration>),
 ) -> Result<(), PluginError> {
     let p = src.program;
     if opts.device.is_some() {
@@ -179,7 +195,7 @@ fn steps(
     let timed = opts.profile.is_some() || profile::enabled();
     let mut times = Vec::with_capacity(if timed { p.steps.len() } else { 0 });
     for s in 0..p.steps.len() {
-        if let Some(limit) = opts.timeout {
+        if let Some(limit) = limit {
             if start.elapsed() >= limit {
                 return Err(PluginError::timeout(format!(
                     "{} exceeded its timeout of {} s (stopped before step {} of {})",

@@ -90,6 +90,24 @@ impl NpuExecutable {
     /// Runs the program. Inputs are matched by name and must have exactly the compiled shapes;
     /// outputs come back in graph order with their graph names.
     pub fn run(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, PluginError> {
+        self.run_limited(inputs, self.opts.timeout)
+    }
+
+    /// [`run`](Self::run) with run options `{"timeout": seconds}` (replacing the load-time one).
+    pub fn run_with(
+        &self,
+        inputs: &[NamedTensor],
+        options_json: &str,
+    ) -> Result<Vec<NamedTensor>, PluginError> {
+        let timeout = RunOptions::run_timeout(options_json)?.or(self.opts.timeout);
+        self.run_limited(inputs, timeout)
+    }
+
+    fn run_limited(
+        &self,
+        inputs: &[NamedTensor],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Vec<NamedTensor>, PluginError> {
         let start = std::time::Instant::now();
         let p = &*self.program;
         let names = || {
@@ -155,7 +173,13 @@ impl NpuExecutable {
             inputs: &inputs,
             program: p,
         };
-        let ran = run_steps(&src, &mut arena, &mut workspace, &self.opts, start);
+        let ran = run_steps(
+            &src,
+            &mut arena,
+            &mut workspace,
+            &self.opts,
+            (start, timeout),
+        );
         if let Err(e) = ran {
             // A run stopped at a step boundary leaves the arena reusable as it is.
             if let Ok(mut pool) = self.pool.lock() {
