@@ -6,9 +6,9 @@
 
 use integration_tests::*;
 use plugin_api::abi_stable::sabi_trait::TD_Opaque;
-use plugin_api::{Backend, Compiler_TO, DeviceBox, ErrorKind, Export, PluginError, Tensor};
+use plugin_api::{Backend, Compiler_TO, DeviceBox, ErrorKind, Export, PluginError};
 use rbln_vae::model::AutoencoderKL;
-use rbln_vae::testing::{random_weights, tiny_config, tiny_config_json, write_checkpoint};
+use rbln_vae::testing::{random_weights, sd_config_json, tiny_config, write_checkpoint};
 use rbln_vae::RBLNAutoencoderKL;
 use serde_json::{json, Value};
 
@@ -57,15 +57,7 @@ fn tiny(device: DeviceBox, rbln_config: Value) -> Result<RBLNAutoencoderKL, Plug
     RBLNAutoencoderKL::from_model(model, rbln_config, backend_on(device), &no_progress())
 }
 
-fn seeded(shape: &[usize], seed: u32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), data).unwrap()
-}
+use rbln_vae::testing::seeded_input as seeded;
 
 #[test]
 fn parts_run_pinned_on_their_devices_and_concurrency_changes_nothing() {
@@ -197,12 +189,7 @@ fn only_the_model_that_asks_is_profiled() {
 /// short: the weights, and so every step, are SD-size.
 fn sd_vae_dir(tmp: &std::path::Path) -> std::path::PathBuf {
     let dir = tmp.join("sd-vae");
-    let cfg = tiny_config_json(
-        r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
-            "latent_channels": 4, "norm_num_groups": 32, "sample_size": 64,
-            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#,
-    );
+    let cfg = sd_config_json(64);
     let config = rbln_vae::config::AutoencoderKLConfig::from_json_str(&cfg.to_string()).unwrap();
     write_checkpoint(
         &dir,

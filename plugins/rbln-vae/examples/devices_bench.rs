@@ -13,7 +13,7 @@
 
 use plugin_api::abi_stable::library::lib_header_from_path;
 use plugin_api::{Backend, DeviceBox, Export, NoProgress, PluginRootRef, Tensor};
-use rbln_vae::testing::{random_weights, tiny_config_json, write_checkpoint};
+use rbln_vae::testing::{random_weights, sd_config_json, seeded_input as seeded, write_checkpoint};
 use rbln_vae::RBLNAutoencoderKL;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -47,16 +47,6 @@ fn backend(root: PluginRootRef, devices: serde_json::Value) -> Backend {
         compiler: root.compilers()().into_vec().remove(0),
         device,
     }
-}
-
-fn seeded(shape: &[usize], seed: u32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    Tensor::new(shape.to_vec(), data).expect("shape matches")
 }
 
 /// Encode and decode started together (a barrier); returns (wall, encode, decode) seconds.
@@ -107,12 +97,7 @@ fn main() {
     let src = work.join("sd-vae-random");
     let compiled = work.join("sd-vae-256");
     if !compiled.join("rbln_config.json").exists() {
-        let cfg = tiny_config_json(
-            r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
-                "latent_channels": 4, "norm_num_groups": 32, "sample_size": 256,
-                "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-                "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#,
-        );
+        let cfg = sd_config_json(256);
         let config = rbln_vae::config::AutoencoderKLConfig::from_json_str(&cfg.to_string())
             .expect("SD config");
         write_checkpoint(
