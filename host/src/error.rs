@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Unsupported,
     /// Valid, but it cannot be taken now (a full queue, a server shutting down): retry later.
     Unavailable,
+    /// A run exceeded its time limit (a model's `timeout`) and was stopped.
+    Timeout,
     /// A failure inside the host or a plugin; not the caller's fault.
     Internal,
 }
@@ -72,7 +74,17 @@ impl KindError {
 
 impl From<PluginError> for KindError {
     fn from(e: PluginError) -> Self {
-        KindError::new(e.kind.into(), e.to_string())
+        KindError::new(plugin_kind(&e), e.to_string())
+    }
+}
+
+/// The kind of a plugin's error: its [`plugin_api::ErrorKind`], except that a
+/// [`PluginError::timeout`] is [`ErrorKind::Timeout`].
+pub fn plugin_kind(e: &PluginError) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        e.kind.into()
     }
 }
 
@@ -80,7 +92,7 @@ impl From<PluginError> for KindError {
 pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<PluginError>() {
-            return e.kind.into();
+            return plugin_kind(e);
         }
         if let Some(e) = cause.downcast_ref::<KindError>() {
             return e.kind;
@@ -152,5 +164,8 @@ mod tests {
         let e = anyhow::Error::from(KindError::new(ErrorKind::Unsupported, "x")).context("y");
         assert_eq!(kind_of(&e), ErrorKind::Unsupported);
         assert_eq!(kind_of(&anyhow::anyhow!("other")), ErrorKind::Internal);
+        let e = anyhow::Error::from(PluginError::timeout("decoder exceeded 1 s").context("decode"));
+        assert_eq!(kind_of(&e), ErrorKind::Timeout);
+        assert!(!ErrorKind::Timeout.is_user_error());
     }
 }

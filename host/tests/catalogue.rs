@@ -718,6 +718,40 @@ fn cases() -> Vec<Case> {
             &["{d}/m.yaml:"],
         ),
         case(
+            "serve: a device asks for threads (removed)",
+            |d| {
+                let head = "devices:\n  - name: npu\n    plugin: rbln-npu\n    ids: [0]\n    \
+                            options: {threads: 2}\n";
+                manifest(d, head, "    device: npu\n", "")
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:5", "devices[0].options.threads", "cores"],
+        ),
+        case(
+            "serve: a device's core range ends before it starts",
+            |d| {
+                let head = "devices:\n  - name: npu\n    plugin: rbln-npu\n    ids: [0]\n    \
+                            options: {cores: \"1-0\"}\n";
+                manifest(d, head, "    device: npu\n", "")
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &[
+                "{d}/m.yaml",
+                "cores of device 0",
+                "range 1-0 ends before it starts",
+            ],
+        ),
+        case(
+            "serve: device_map names a device that does not exist",
+            |d| {
+                let head = "devices:\n  - name: npu\n    plugin: rbln-npu\n    ids: [0]\n";
+                let extra = "    device: npu\n    rbln_config: {device_map: {decoder: 3}}\n";
+                manifest(d, head, extra, "")
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["device_map.decoder: device 3 does not exist; the rbln-npu devices are 0 (cores"],
+        ),
+        case(
             "serve: a model uses an undeclared device",
             |d| manifest(d, "", "    device: gpu0\n", ""),
             &["serve", "{d}/m.yaml", "--http-port", "0"],

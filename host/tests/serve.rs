@@ -673,3 +673,93 @@ fn pipeline_tensor_inputs_get_the_same_checks() {
     assert_400(&r, &["`latents`", "data[5]", "not a finite FP32 value"]);
     good();
 }
+
+#[test]
+fn a_run_past_its_timeout_is_a_504_counted_as_timeout() {
+    let (s, gate) = start_hold("{max_queue_delay_us: 0}");
+    std::fs::write(gate.join("timeout"), b"").unwrap();
+    let r = s.infer_json(
+        "hold.echo",
+        &json!({"inputs": [json_input("x", &[1, 2], &[1.0, 2.0])]}),
+    );
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(msg.contains("part echo, timeout 0.001 s"), "{msg}");
+    assert_eq!(
+        s.metric(
+            "inference_request_failure",
+            "hold.echo",
+            ",reason=\"TIMEOUT\""
+        ),
+        Some(1.0)
+    );
+    // The model goes on serving.
+    std::fs::remove_file(gate.join("timeout")).unwrap();
+    let r = s.infer_json(
+        "hold.echo",
+        &json!({"inputs": [json_input("x", &[1, 2], &[1.0, 2.0])]}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn parts_on_their_own_devices_are_shown_and_profiled() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIPPED: fewer than two cores");
+        return;
+    }
+    let dir = TempDir::new("devices");
+    let text = format!(
+        "plugins: [rbln_npu, rbln_vae]\ndevices:\n  - name: npu\n    plugin: rbln-npu\n    \
+         ids: [0, 1]\nmodels:\n  - name: vae\n    model_id: {}\n    export: true\n    \
+         device: npu\n    rbln_config: {{uses_encoder: true, sample_size: 32, activate_profiler: \
+         true, device_map: {{encoder: 0, decoder: 1}}}}\n  - name: plain\n    model_id: {}\n    \
+         export: true\n    rbln_config: {{sample_size: 32}}\n",
+        fixture_dir().display(),
+        fixture_dir().display()
+    );
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(&manifest, text).unwrap();
+    let s = start(&[manifest.to_str().unwrap()], vec![dir]);
+    let meta = s.get("/v2/models/vae.decode").json();
+    let rt = &meta["parameters"]["runtime"];
+    let cores = |part: &str| rt["parts"][part]["replicas"][0]["cores"].clone();
+    for (part, device) in [("encoder", 0), ("decoder", 1)] {
+        let r = &rt["parts"][part]["replicas"][0];
+        assert_eq!(r["device"], device, "{meta}");
+        let pinned: Vec<serde_json::Value> = r["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|_| r["cores"].clone())
+            .collect();
+        assert_eq!(r["thread_affinities"], json!(pinned), "{meta}");
+        assert!(
+            r.get("profile").is_none(),
+            "profiles are in /metrics: {meta}"
+        );
+    }
+    assert_ne!(cores("encoder"), cores("decoder"), "{meta}");
+    let (zs, z) = fixture("z");
+    let r = s.infer_json("vae.decode", &json!({"inputs": [json_input("z", &zs, &z)]}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8_lossy(&s.get("/metrics").body).to_string();
+    // The warm-up and the request.
+    assert!(
+        text.contains("mlhost_profile_runs_total{model=\"vae\",part=\"decoder\",device=\"1\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mlhost_profile_step_seconds_total{model=\"vae\",part=\"decoder\""),
+        "{text}"
+    );
+    assert!(!text.contains("model=\"plain\",part="), "{text}");
+    // The log has the table of the profiled model's decoder warm-up only (both models are the
+    // sd_like directory, which names them in profiles); `plain` prints none.
+    let log = s.startup.join("\n");
+    assert_eq!(
+        log.matches("profile of sd_like decoder:").count(),
+        1,
+        "{log}"
+    );
+}

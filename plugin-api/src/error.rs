@@ -41,6 +41,11 @@ pub struct PluginError {
     pub message: RString,
 }
 
+/// How the message of a [`PluginError::timeout`] starts. A timeout is an
+/// [`ErrorKind::Internal`] error (so that hosts built before it still see a failure that is not
+/// the caller's) whose message starts with this; [`PluginError::context`] keeps it first.
+pub const TIMEOUT_PREFIX: &str = "timeout: ";
+
 /// Result type used across the boundary.
 pub type PluginResult<T> = RResult<T, PluginError>;
 
@@ -68,11 +73,26 @@ impl PluginError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
-    /// Prefixes the message with context, keeping the kind: `"{context}: {message}"`.
+    /// A run that exceeded its time limit and was stopped (see [`TIMEOUT_PREFIX`]).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::internal(format!("{TIMEOUT_PREFIX}{}", message.into()))
+    }
+    /// Whether this is a [`PluginError::timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Internal && self.message.starts_with(TIMEOUT_PREFIX)
+    }
+    /// Prefixes the message with context, keeping the kind: `"{context}: {message}"` (a
+    /// timeout's message keeps its [`TIMEOUT_PREFIX`] first).
     pub fn context(self, context: impl fmt::Display) -> Self {
+        let message = match self.message.strip_prefix(TIMEOUT_PREFIX) {
+            Some(rest) if self.kind == ErrorKind::Internal => {
+                format!("{TIMEOUT_PREFIX}{context}: {rest}")
+            }
+            _ => format!("{context}: {}", self.message),
+        };
         PluginError {
             kind: self.kind,
-            message: RString::from(format!("{context}: {}", self.message)),
+            message: RString::from(message),
         }
     }
     /// The message as a `&str`.

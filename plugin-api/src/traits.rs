@@ -73,6 +73,38 @@ pub trait Device: Send + Sync {
     /// Loads an artifact, verifying its version and checksum.
     #[sabi(last_prefix_field)]
     fn load(&self, artifact: RSlice<'_, u8>) -> PluginResult<ExecutableBox>;
+    /// Sets up the device set this device object stands for from a JSON object of options (for
+    /// rbln-npu `{"ids": [0, 1], "cores": {"0": [0], "1": "1-3"}}`) and returns
+    /// [`devices_json`](Device::devices_json). Executables already loaded keep their device.
+    ///
+    /// Added after the last prefix field (as are the two methods after it): a plugin built
+    /// before it answers `Unsupported`.
+    fn configure(&self, options_json: RStr<'_>) -> PluginResult<RString> {
+        let _ = options_json;
+        RResult::RErr(PluginError::unsupported(
+            "this device plugin takes no device options",
+        ))
+    }
+    /// The devices an index can name, as a JSON list of objects with at least `id` (rbln-npu adds
+    /// `cores`). A plugin without the method has one device, 0.
+    fn devices_json(&self) -> RString {
+        RString::from(r#"[{"id": 0}]"#)
+    }
+    /// Loads an artifact to run as `options_json` says: a JSON object with `device` (an index of
+    /// [`devices_json`](Device::devices_json)), `timeout` (seconds; a run still going at a step
+    /// boundary past it fails with [`PluginError::timeout`]), `profile` (per-step times of every
+    /// run, printed and summed into [`Executable::info_json`]) and `label` (names the executable
+    /// in messages and profiles); all optional.
+    fn load_with(
+        &self,
+        artifact: RSlice<'_, u8>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<ExecutableBox> {
+        let _ = (artifact, options_json);
+        RResult::RErr(PluginError::unsupported(
+            "this device plugin takes no load options (device, timeout, profile)",
+        ))
+    }
 }
 
 /// A boxed [`Device`] trait object.
@@ -88,6 +120,25 @@ pub trait Executable: Send + Sync {
     /// Runs the graph. Inputs are matched by name and must have exactly the compiled shapes.
     #[sabi(last_prefix_field)]
     fn run(&self, inputs: RVec<NamedTensor>) -> PluginResult<RVec<NamedTensor>>;
+    /// Where and how it runs, as a JSON object (rbln-npu: `device`, `cores`,
+    /// `thread_affinities`, `last_run_affinity`, `timeout_s`, `profile`). Added after the last
+    /// prefix field: `{}` from a plugin built before it.
+    fn info_json(&self) -> RString {
+        RString::from("{}")
+    }
+    /// [`run`](Executable::run) with this run's options, a JSON object: `timeout` (seconds,
+    /// replacing the one it was loaded with). Added after the last prefix field: a plugin built
+    /// before it answers `Unsupported`.
+    fn run_with(
+        &self,
+        inputs: RVec<NamedTensor>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<RVec<NamedTensor>> {
+        let _ = (inputs, options_json);
+        RResult::RErr(PluginError::unsupported(
+            "this device plugin takes no run options (timeout)",
+        ))
+    }
 }
 
 /// A boxed [`Executable`] trait object.
@@ -186,6 +237,12 @@ pub trait Model: Send + Sync {
     /// Writes the compiled model to `dir` atomically (temporary sibling + rename).
     #[sabi(last_prefix_field)]
     fn save_pretrained(&self, dir: RStr<'_>) -> PluginResult<()>;
+    /// How the model runs, as a JSON object: for rbln-vae `parts` (each part's device(s) with
+    /// their [`Executable::info_json`]), `timeout` and `activate_profiler`. Added after the last
+    /// prefix field: `{}` from a plugin built before it.
+    fn runtime_json(&self) -> RString {
+        RString::from("{}")
+    }
 }
 
 /// A boxed [`Model`] trait object.

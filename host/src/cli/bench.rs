@@ -30,9 +30,13 @@ pub struct BenchArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Compute threads (sets RAYON_NUM_THREADS for the plugins; default: all cores).
-    #[arg(long)]
+    /// Run on one device of the first N cores this process may use (one pinned thread per
+    /// core; needs a device plugin with core sets, such as rbln-npu; default: all cores).
+    #[arg(long, conflicts_with = "cores")]
     pub threads: Option<usize>,
+    /// Run on one device of these cores: a list `0,2` or a range `0-3`.
+    #[arg(long)]
+    pub cores: Option<String>,
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -84,13 +88,8 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         return Err(UsageError("--runs must be at least 1".into()).into());
     }
-    if let Some(t) = args.threads {
-        if t == 0 {
-            return Err(UsageError("--threads must be at least 1".into()).into());
-        }
-        // Read by the plugins' thread pool when it starts, i.e. at the first compile or run.
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-    }
+    let device = registry.select_device(args.backend.device.as_deref())?;
+    let cores = configure_bench_device(registry, &device, args)?;
     let dir = args
         .model_dir
         .to_str()
@@ -152,16 +151,13 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         None
     };
     let gflops = gflop.map(|g| g / median);
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // What the device says it runs on (rbln-npu: threads and kernel path).
-    let device = registry.select_device(args.backend.device.as_deref())?;
+    let threads = cores.len();
+    // What the device says it runs on (rbln-npu: its cores and kernel path).
     let device_description = registry.device(&device)?.description().to_string();
     if args.json {
         let v = json!({
             "model_dir": dir, "method": name, "input_shape": shape, "threads": threads,
+            "cores": cores,
             "device": device, "device_description": device_description,
             "runs": args.runs, "warmup": args.warmup, "load_s": load_s,
             "min_s": min, "median_s": median, "max_s": max, "times_s": times,
@@ -186,6 +182,54 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The cores of device 0 of `device` (the one a model loads on by default), if it lists them.
+fn device_cores(registry: &PluginRegistry, device: &str) -> anyhow::Result<Vec<u64>> {
+    let listed: Value = serde_json::from_str(registry.device(device)?.devices_json().as_str())
+        .unwrap_or(Value::Null);
+    Ok(listed
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|d| d.get("cores"))
+        .and_then(Value::as_array)
+        .map(|c| c.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default())
+}
+
+/// Makes `device` one device (0) of the cores `--threads` / `--cores` ask for; returns the cores
+/// the benchmark runs on (empty when the device does not list any).
+fn configure_bench_device(
+    registry: &PluginRegistry,
+    device: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<u64>> {
+    let spec = match (args.threads, &args.cores) {
+        (Some(0), _) => return Err(UsageError("--threads must be at least 1".into()).into()),
+        (Some(n), _) => {
+            let all = device_cores(registry, device)?;
+            if all.len() < n {
+                return Err(UsageError(format!(
+                    "--threads {n}: this process may use {} core(s) ({all:?}); use at most {}",
+                    all.len(),
+                    all.len()
+                ))
+                .into());
+            }
+            json!(all[..n])
+        }
+        (None, Some(c)) => json!(c),
+        (None, None) => return device_cores(registry, device),
+    };
+    let options = json!({"ids": [0], "cores": spec}).to_string();
+    let flag = if args.threads.is_some() {
+        "--threads"
+    } else {
+        "--cores"
+    };
+    plugin(registry.device(device)?.configure(options.as_str().into()))
+        .map_err(|e| UsageError(format!("{flag}: device {device}: {e:#}")))?;
+    device_cores(registry, device)
 }
 
 /// The `work per call: X GFLOP` of the part (in an `mlhost inspect` report) whose graph input

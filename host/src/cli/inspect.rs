@@ -20,6 +20,11 @@ pub struct InspectArgs {
 /// Prints the report to stdout.
 pub fn run(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<()> {
     print!("{}", report(registry, args)?);
+    // Not in `report`, whose text is machine-independent (snapshots): the cores are this
+    // machine's.
+    if let Some(line) = devices_line(registry) {
+        println!("\n{line}");
+    }
     Ok(())
 }
 
@@ -73,6 +78,7 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
     let mut out = String::new();
     let _ = writeln!(out, "{}:", config_path.display());
     let _ = writeln!(out, "{}", pretty_json(&config));
+
     for part in parts {
         let file = dir.join(format!("{part}.{ext}"));
         let bytes = std::fs::read(&file).map_err(|e| {
@@ -97,6 +103,33 @@ pub fn report(registry: &PluginRegistry, args: &InspectArgs) -> anyhow::Result<S
         let _ = writeln!(out, "{}", summary.as_str().trim_end());
     }
     Ok(out)
+}
+
+/// Where the parts would run: the default device plugin's devices (`Device::devices_json`).
+/// Placement is a runtime option (`device`, `device_map` in rbln_config), not stored in the
+/// compiled directory; a served model shows it in `/v2/models/{m}`.
+fn devices_line(registry: &PluginRegistry) -> Option<String> {
+    let name = registry.select_device(None).ok()?;
+    let listed: Value =
+        serde_json::from_str(registry.device(&name).ok()?.devices_json().as_str()).ok()?;
+    let devices: Vec<String> = listed
+        .as_array()?
+        .iter()
+        .map(|d| match d.get("cores").and_then(Value::as_array) {
+            Some(c) => format!(
+                "{} (cores {})",
+                d["id"],
+                inline_json(&Value::Array(c.clone()))
+            ),
+            None => d["id"].to_string(),
+        })
+        .collect();
+    Some(format!(
+        "devices of {name}: {}; each part runs on device 0 unless rbln_config's device / \
+         device_map place it when the model is loaded (served models show it in \
+         /v2/models/{{m}} parameters.runtime)",
+        devices.join(", ")
+    ))
 }
 
 /// The report of a compiled manifest directory (`mlhost compile MANIFEST -o DIR`): its

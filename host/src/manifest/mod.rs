@@ -3,17 +3,17 @@
 //! ```yaml
 //! plugins: [rbln_npu, rbln_vae]      # library names (searched in the plugin dirs) or paths
 //! devices:
-//!   - name: npu0
+//!   - name: npu
 //!     plugin: rbln-npu                # the device (and compiler) a loaded plugin provides
-//!     ids: [0]
-//!     options: {threads: 2}
+//!     ids: [0, 1]                     # two devices
+//!     options: {cores: {0: [0], 1: "1-3"}}   # optional: default, all cores split evenly
 //! models:
 //!   - name: vae
 //!     class: RBLNAutoencoderKL
 //!     model_id: ../models/default     # relative to this file
 //!     export: auto                    # true | false | auto
-//!     device: npu0
-//!     rbln_config: {batch_size: 4, uses_encoder: true}
+//!     device: npu
+//!     rbln_config: {batch_size: 4, uses_encoder: true, device_map: {encoder: 0, decoder: 1}}
 //!     serving: {instances: 1, max_queue_delay_us: 2000, max_queue_size: 64, timeout_us: 1000000}
 //! ```
 //!
@@ -79,7 +79,9 @@ pub struct DeviceEntry {
     pub name: String,
     /// The device (and compiler) name a loaded plugin provides, e.g. `rbln-npu`.
     pub plugin: String,
-    /// Device indices, passed to the model as `rbln_config.device` unless it sets one.
+    /// Device indices: the plugin's device set is configured with them (see
+    /// [`Manifest::device_configs`]), and they are passed to the model as `rbln_config.device`
+    /// unless it sets one (`device_map` still wins for the parts it names).
     #[serde(default)]
     pub ids: Vec<u64>,
     /// Runtime options.
@@ -91,9 +93,41 @@ pub struct DeviceEntry {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceOptions {
-    /// CPU threads of the runtime's pool (sets `RAYON_NUM_THREADS` before the first model
-    /// loads; the rbln-npu runtime executes on host CPU cores).
-    pub threads: Option<NonZeroUsize>,
+    /// The CPU cores of each id (an rbln-npu device is a set of cores with its own thread pool):
+    /// a map id -> core list (`[0, 1]`) or range string (`"0-7"`), or one such set when the
+    /// entry has one id. Default: the cores are split evenly among all the plugin's ids.
+    #[serde(default, deserialize_with = "cores_value")]
+    pub cores: Option<Value>,
+    /// Removed (all models shared one process-wide pool of this size): refused with a message
+    /// pointing at `cores`.
+    #[serde(default)]
+    pub threads: Option<serde_yaml::Value>,
+}
+
+/// Reads `cores` as JSON (integer map keys, which YAML allows, become strings).
+fn cores_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    fn convert(v: serde_yaml::Value) -> Result<Value, String> {
+        Ok(match v {
+            serde_yaml::Value::Mapping(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    let key = match k {
+                        serde_yaml::Value::Number(n) => n.to_string(),
+                        serde_yaml::Value::String(s) => s,
+                        other => return Err(format!("cores: key {other:?} is not a device id")),
+                    };
+                    out.insert(key, convert(v)?);
+                }
+                Value::Object(out)
+            }
+            serde_yaml::Value::Sequence(items) => {
+                Value::Array(items.into_iter().map(convert).collect::<Result<_, _>>()?)
+            }
+            other => serde_json::to_value(other).map_err(|e| format!("cores: {e}"))?,
+        })
+    }
+    let v = Option::<serde_yaml::Value>::deserialize(d)?;
+    v.map(convert).transpose().map_err(de::Error::custom)
 }
 
 /// A model to serve.
@@ -315,11 +349,39 @@ impl Manifest {
         self.devices.iter().find(|d| d.name == name)
     }
 
-    /// The thread count the devices ask for, if any.
-    pub fn threads(&self) -> Option<usize> {
-        self.devices
-            .iter()
-            .find_map(|d| d.options.threads.map(NonZeroUsize::get))
+    /// The options each device plugin is configured with (`Device::configure`), by plugin
+    /// device name: `{"ids": [...], "cores": {"id": spec}}` gathered from every entry naming
+    /// that plugin. A plugin whose entries give no ids is not configured (it keeps its
+    /// default, for rbln-npu one device of all cores).
+    pub fn device_configs(&self) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Vec<u64>, Map<String, Value>)> = Vec::new();
+        for d in self.devices.iter().filter(|d| !d.ids.is_empty()) {
+            let i = match out.iter().position(|(p, _, _)| *p == d.plugin) {
+                Some(i) => i,
+                None => {
+                    out.push((d.plugin.clone(), Vec::new(), Map::new()));
+                    out.len() - 1
+                }
+            };
+            let (_, ids, cores) = &mut out[i];
+            ids.extend(&d.ids);
+            match &d.options.cores {
+                Some(Value::Object(m)) => cores.extend(m.clone()),
+                Some(one) => {
+                    cores.insert(d.ids[0].to_string(), one.clone());
+                }
+                None => {}
+            }
+        }
+        out.into_iter()
+            .map(|(plugin, ids, cores)| {
+                let mut v = serde_json::json!({ "ids": ids });
+                if !cores.is_empty() {
+                    v["cores"] = Value::Object(cores);
+                }
+                (plugin, v)
+            })
+            .collect()
     }
 
     fn check(&self, text: &str) -> Result<(), ManifestError> {
@@ -342,20 +404,78 @@ impl Manifest {
                 ));
             }
         }
-        let threads: BTreeSet<usize> = self
-            .devices
-            .iter()
-            .filter_map(|d| d.options.threads.map(NonZeroUsize::get))
-            .collect();
-        if threads.len() > 1 {
-            return Err(err(
-                "threads",
-                "",
-                format!(
-                    "devices[].options.threads: all devices share one CPU thread pool; got \
-                     different values {threads:?}"
-                ),
-            ));
+        let mut ids: Vec<(&str, u64, usize)> = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.options.threads.is_some() {
+                return Err(err(
+                    "threads",
+                    "",
+                    format!(
+                        "devices[{i}].options.threads: no longer supported: a device is a set of \
+                         CPU cores with its own thread pool; give its cores instead, e.g. \
+                         `cores: \"0-1\"` for the first two (or `cores: {{0: [0], 1: [1]}}` for \
+                         two devices)"
+                    ),
+                ));
+            }
+            for &id in &d.ids {
+                if let Some((_, _, first)) = ids
+                    .iter()
+                    .find(|(p, other, _)| *p == d.plugin && *other == id)
+                {
+                    return Err(err(
+                        "ids",
+                        "",
+                        format!(
+                            "devices[{i}].ids: {} device {id} is already in devices[{first}]",
+                            d.plugin
+                        ),
+                    ));
+                }
+                ids.push((&d.plugin, id, i));
+            }
+            match &d.options.cores {
+                Some(_) if d.ids.is_empty() => {
+                    return Err(err(
+                        "cores",
+                        "",
+                        format!(
+                            "devices[{i}].options.cores: give the device ids the cores are for \
+                             (`ids: [0]`)"
+                        ),
+                    ))
+                }
+                Some(Value::Object(m)) => {
+                    if let Some(k) = m
+                        .keys()
+                        .find(|k| !d.ids.iter().any(|id| id.to_string() == **k))
+                    {
+                        return Err(err(
+                            "cores",
+                            "",
+                            format!(
+                                "devices[{i}].options.cores: device {k} is not among this \
+                                 entry's ids ({:?})",
+                                d.ids
+                            ),
+                        ));
+                    }
+                }
+                Some(_) if d.ids.len() > 1 => {
+                    return Err(err(
+                        "cores",
+                        "",
+                        format!(
+                            "devices[{i}].options.cores: one core set for {} ids; map each id \
+                             to its cores, e.g. `cores: {{{}: [0], {}: [1]}}`",
+                            d.ids.len(),
+                            d.ids[0],
+                            d.ids[1]
+                        ),
+                    ))
+                }
+                _ => {}
+            }
         }
         if self.models.is_empty() {
             return Err(err("models", "", "models: the list is empty".into()));
@@ -473,7 +593,7 @@ mod tests {
     }
 
     const GOOD: &str = "devices:\n  - name: npu0\n    plugin: rbln-npu\n    ids: [0]\n    \
-                        options: {threads: 2}\nmodels:\n  - name: vae\n    model_id: vae\n    \
+                        options: {cores: \"0-1\"}\nmodels:\n  - name: vae\n    model_id: vae\n    \
                         export: auto\n    device: npu0\n    rbln_config: {batch_size: 4}\n    \
                         serving: {instances: 2, max_queue_size: 8}\n";
 
@@ -487,7 +607,62 @@ mod tests {
         assert_eq!(m.models[0].serving.instances.get(), 2);
         assert_eq!(m.models[0].serving.max_queue_delay_us, 1000);
         assert_eq!(m.models[0].rbln_config["batch_size"], 4);
-        assert_eq!(m.threads(), Some(2));
+        assert_eq!(
+            m.device_configs(),
+            [(
+                "rbln-npu".to_string(),
+                serde_json::json!({"ids": [0], "cores": {"0": "0-1"}})
+            )]
+        );
+    }
+
+    #[test]
+    fn device_entries_gather_into_one_config_per_plugin() {
+        let m = parse(
+            "devices:\n  - name: a\n    plugin: rbln-npu\n    ids: [0, 1]\n    options:\n      \
+             cores: {0: [0], 1: \"1-2\"}\n  - name: b\n    plugin: rbln-npu\n    ids: [2]\n    \
+             options: {cores: [3]}\n  - name: c\n    plugin: other\nmodels:\n  - name: vae\n    \
+             model_id: vae\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.device_configs(),
+            [(
+                "rbln-npu".to_string(),
+                serde_json::json!({"ids": [0, 1, 2], "cores": {"0": [0], "1": "1-2", "2": [3]}})
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_device_options_name_the_entry_and_field() {
+        let dev = |opts: &str| {
+            error(&format!(
+                "devices:\n  - name: a\n    plugin: rbln-npu\n{opts}models:\n  - name: vae\n    \
+                 model_id: vae\n"
+            ))
+            .message
+        };
+        let e = dev("    ids: [0]\n    options: {threads: 2}\n");
+        assert!(
+            e.contains("devices[0].options.threads: no longer supported"),
+            "{e}"
+        );
+        assert!(e.contains("cores: \"0-1\""), "{e}");
+        let e = dev("    options: {cores: [0]}\n");
+        assert!(
+            e.contains("devices[0].options.cores: give the device ids"),
+            "{e}"
+        );
+        let e = dev("    ids: [0, 1]\n    options: {cores: [0]}\n");
+        assert!(e.contains("one core set for 2 ids"), "{e}");
+        let e = dev("    ids: [0]\n    options: {cores: {1: [0]}}\n");
+        assert!(e.contains("device 1 is not among this entry's ids"), "{e}");
+        let e = dev("    ids: [0]\n  - name: b\n    plugin: rbln-npu\n    ids: [0]\n");
+        assert!(
+            e.contains("devices[1].ids: rbln-npu device 0 is already in devices[0]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! [`run_batch`].
 
 use super::signature::MethodSig;
-use crate::error::{ErrorKind, KindError};
+use crate::error::{plugin_kind, ErrorKind, KindError};
 use plugin_api::{ModelBox, NamedTensor, Tensor};
 
 /// Runs `sig.method` of `model` on one full batch (`sig.batch * sig.input_row()` values,
@@ -19,7 +19,7 @@ pub fn run_batch(
     let outs = model
         .call(sig.method.as_str().into(), inputs.into(), "{}".into())
         .into_result()
-        .map_err(|e| KindError::new(e.kind.into(), format!("{}: {e}", sig.method)))?
+        .map_err(|e| KindError::new(plugin_kind(&e), format!("{}: {e}", sig.method)))?
         .into_vec();
     sig.outputs
         .iter()

@@ -3,11 +3,12 @@
 
 use super::describe::describe;
 use super::resolve::manifest_plugins;
-use crate::error::UsageError;
+use crate::error::{plugin, UsageError};
 use crate::manifest::pipelines::ModelDescription;
 use crate::manifest::{Manifest, ModelEntry};
 use crate::pipeline::graph::ScalingFields;
 use crate::plugins::PluginRegistry;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// Describes a manifest model through the class it names (or the only one loaded).
@@ -40,13 +41,32 @@ pub fn resolve_pipelines(manifest: &mut Manifest, registry: &PluginRegistry) -> 
         .map_err(|e| UsageError(e.to_string()).into())
 }
 
-/// Reads `file`, loads the plugins it names (searched in `search`) and resolves its pipelines.
+/// Sets up each device plugin's devices from `manifest`'s `devices:` entries
+/// ([`Manifest::device_configs`], `Device::configure`), before any model loads.
+pub fn configure_devices(manifest: &Manifest, registry: &PluginRegistry) -> anyhow::Result<()> {
+    for (name, options) in manifest.device_configs() {
+        let device = registry.device(&name)?;
+        let set =
+            plugin(device.configure(options.to_string().as_str().into())).with_context(|| {
+                format!(
+                    "{}: devices: configuring {name} with {options}",
+                    manifest.file.display()
+                )
+            })?;
+        tracing::info!("{name}: devices {set}");
+    }
+    Ok(())
+}
+
+/// Reads `file`, loads the plugins it names (searched in `search`), configures its devices and
+/// resolves its pipelines.
 pub fn open_manifest(
     file: &Path,
     search: &[PathBuf],
 ) -> anyhow::Result<(Manifest, PluginRegistry)> {
     let mut manifest = Manifest::load(file).map_err(|e| UsageError(e.to_string()))?;
     let registry = PluginRegistry::load(&manifest_plugins(&manifest, search)?)?;
+    configure_devices(&manifest, &registry)?;
     resolve_pipelines(&mut manifest, &registry)?;
     Ok((manifest, registry))
 }

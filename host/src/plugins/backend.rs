@@ -48,6 +48,19 @@ impl Device for SharedDevice {
     fn load(&self, artifact: RSlice<'_, u8>) -> PluginResult<ExecutableBox> {
         self.0.load(artifact)
     }
+    fn configure(&self, options_json: RStr<'_>) -> PluginResult<RString> {
+        self.0.configure(options_json)
+    }
+    fn devices_json(&self) -> RString {
+        self.0.devices_json()
+    }
+    fn load_with(
+        &self,
+        artifact: RSlice<'_, u8>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<ExecutableBox> {
+        self.0.load_with(artifact, options_json)
+    }
 }
 
 impl PluginRegistry {

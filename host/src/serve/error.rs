@@ -28,6 +28,9 @@ pub enum ServeError {
     /// The request's timeout expired while it was queued.
     #[error("request timeout expired while queued ({0} us)")]
     Timeout(u64),
+    /// The run exceeded the model's `timeout` and was stopped (504).
+    #[error("{0}")]
+    RunTimeout(String),
     /// Something failed inside the server or a plugin; the message is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +44,7 @@ impl ServeError {
             ErrorKind::Invalid => ServeError::InvalidInput(message),
             ErrorKind::NotFound => ServeError::NotFound(message),
             ErrorKind::Unavailable => ServeError::QueueFull(message),
+            ErrorKind::Timeout => ServeError::RunTimeout(message),
             ErrorKind::Unsupported | ErrorKind::Internal => ServeError::Internal(message),
         }
     }
@@ -54,6 +58,7 @@ impl ServeError {
             ServeError::NotReady(_) | ServeError::QueueFull(_) | ServeError::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ServeError::RunTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,7 +69,7 @@ impl ServeError {
             ServeError::InvalidInput(_) | ServeError::TooLarge(_) => "INVALID",
             ServeError::NotFound(_) => "NOT_FOUND",
             ServeError::NotReady(_) | ServeError::QueueFull(_) => "REJECTED",
-            ServeError::Timeout(_) => "TIMEOUT",
+            ServeError::Timeout(_) | ServeError::RunTimeout(_) => "TIMEOUT",
             ServeError::Internal(_) => "BACKEND",
         }
     }
@@ -112,5 +117,8 @@ mod tests {
         assert_eq!(ServeError::QueueFull("x".into()).status().as_u16(), 503);
         assert_eq!(ServeError::InvalidInput("x".into()).status().as_u16(), 400);
         assert_eq!(ServeError::NotFound("x".into()).status().as_u16(), 404);
+        let t = ServeError::from_kind(ErrorKind::Timeout, "model vae, part decoder".into());
+        assert_eq!((t.status().as_u16(), t.reason()), (504, "TIMEOUT"));
+        assert!(t.public_message().contains("part decoder"));
     }
 }

@@ -33,6 +33,16 @@ pub struct Served {
     pub limits: Limits,
     /// Largest request body accepted (413 above it).
     pub max_request_bytes: u64,
+    /// The served model's name (the part before `.method`) and the model, which says where
+    /// its parts run (`Model::runtime_json`).
+    pub model: (String, Arc<plugin_api::ModelBox>),
+}
+
+impl Served {
+    /// Where and how the model runs (`Model::runtime_json`), `{}` when it does not say.
+    pub fn runtime(&self) -> Value {
+        serde_json::from_str(self.model.1.runtime_json().as_str()).unwrap_or_else(|_| json!({}))
+    }
 }
 
 /// State shared by the handlers.
@@ -119,10 +129,42 @@ async fn server_metadata() -> Json<Value> {
 
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {
     let text = match app.served.get() {
-        Some(m) => metrics::render(m.iter().map(|(n, s)| (n.as_str(), s.metrics.as_ref()))),
+        Some(m) => {
+            let mut text = metrics::render(m.iter().map(|(n, s)| (n.as_str(), s.metrics.as_ref())));
+            // One runtime per model (its methods share it).
+            let mut models: BTreeMap<&str, &Served> = BTreeMap::new();
+            for s in m.values() {
+                models.entry(s.model.0.as_str()).or_insert(s);
+            }
+            let runtimes: Vec<(&str, Value)> =
+                models.into_iter().map(|(n, s)| (n, s.runtime())).collect();
+            text.push_str(&metrics::render_profiles(&runtimes));
+            text
+        }
         None => String::new(),
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Where each part runs (devices, cores), the timeout and whether it is profiled: the model's
+/// runtime without the profile totals (those are in `/metrics`).
+fn placement(runtime: &Value) -> Value {
+    let mut v = runtime.clone();
+    if let Some(parts) = v.get_mut("parts").and_then(Value::as_object_mut) {
+        for part in parts.values_mut() {
+            for r in part
+                .get_mut("replicas")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = r.as_object_mut() {
+                    r.remove("profile");
+                }
+            }
+        }
+    }
+    v
 }
 
 fn tensor_meta(name: &str, dims: &[usize]) -> Value {
@@ -137,6 +179,7 @@ fn metadata(name: &str, served: &Served) -> Value {
         "name": name,
         "versions": ["1"],
         "platform": format!("mlhost_{}", served.class),
+        "parameters": {"runtime": placement(&served.runtime())},
         "inputs": [tensor_meta(&sig.input.0, &sig.input.1)],
         "outputs": sig.outputs.iter().map(|(n, d)| tensor_meta(n, d)).collect::<Vec<_>>(),
     })

@@ -137,6 +137,64 @@ pub fn render<'a>(models: impl Iterator<Item = (&'a str, &'a ModelMetrics)> + Cl
     out
 }
 
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The profile totals of models run with `activate_profiler` (`Model::runtime_json`, by served
+/// model name): runs and seconds per part and device, and seconds per step.
+pub fn render_profiles(runtimes: &[(&str, serde_json::Value)]) -> String {
+    let mut runs = String::new();
+    let mut steps = String::new();
+    for (model, rt) in runtimes {
+        let parts = rt.get("parts").and_then(|p| p.as_object());
+        for (part, p) in parts.into_iter().flatten() {
+            let replicas = p.get("replicas").and_then(|r| r.as_array());
+            for r in replicas.into_iter().flatten() {
+                let Some(prof) = r.get("profile") else {
+                    continue;
+                };
+                let device = r.get("device").map_or("".into(), |d| d.to_string());
+                let labels = format!(
+                    "model=\"{}\",part=\"{}\",device=\"{}\"",
+                    label(model),
+                    label(part),
+                    label(&device)
+                );
+                let n = prof.get("runs").and_then(|v| v.as_u64()).unwrap_or(0);
+                let _ = writeln!(runs, "mlhost_profile_runs_total{{{labels}}} {n}");
+                for s in prof
+                    .get("steps")
+                    .and_then(|s| s.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let text = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                    let secs = s.get("total_s").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                    let _ = writeln!(
+                        steps,
+                        "mlhost_profile_step_seconds_total{{{labels},step=\"{}\",kernel=\"{}\"}} {secs}",
+                        label(text("step")),
+                        label(text("kernel"))
+                    );
+                }
+            }
+        }
+    }
+    if runs.is_empty() {
+        return String::new();
+    }
+    format!(
+        "# HELP mlhost_profile_runs_total Profiled runs (rbln_config.activate_profiler).\n\
+         # TYPE mlhost_profile_runs_total counter\n{runs}\
+         # HELP mlhost_profile_step_seconds_total Cumulative seconds per compiled step of profiled runs.\n\
+         # TYPE mlhost_profile_step_seconds_total counter\n{steps}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +221,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("batch_size=\"3\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn profiles_render_per_part_device_and_step() {
+        let rt = serde_json::json!({"parts": {
+            "decoder": {"replicas": [{"device": 1, "profile": {"runs": 2, "steps": [
+                {"step": "conv_in", "kernel": "conv2d", "total_s": 0.5}]}}]},
+            "encoder": {"replicas": [{"device": 0}]}}});
+        let text = render_profiles(&[("vae", rt), ("other", serde_json::json!({}))]);
+        assert!(
+            text.contains(
+                "mlhost_profile_runs_total{model=\"vae\",part=\"decoder\",device=\"1\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("part=\"decoder\",device=\"1\",step=\"conv_in\",kernel=\"conv2d\"} 0.5"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("encoder") && !text.contains("other"),
+            "{text}"
+        );
+        assert_eq!(render_profiles(&[("other", serde_json::json!({}))]), "");
     }
 }

@@ -55,10 +55,8 @@ pub fn run(plugin_dirs: &[PathBuf], opts: &ServeOptions) -> anyhow::Result<()> {
         }
         None => (None, PluginRegistry::load(&search)?),
     };
-    if let Some(threads) = manifest.as_ref().and_then(Manifest::threads) {
-        // Read by the runtime's thread pool when it first starts (no model has run yet).
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    // The manifest's devices were configured when it was opened (each device plugin's own
+    // thread pools; nothing process-wide is set here).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mlhost-http")
@@ -136,6 +134,7 @@ async fn serve(
                     default_timeout_us: m.serving.timeout_us,
                     limits,
                     max_request_bytes: m.serving.max_request_bytes,
+                    model: (m.name.clone(), m.model.clone()),
                 },
             );
         }

@@ -19,7 +19,7 @@ impl Failure {
             ErrorKind::Invalid => TRITONSERVER_ERROR_INVALID_ARG,
             ErrorKind::NotFound => TRITONSERVER_ERROR_NOT_FOUND,
             ErrorKind::Unsupported => TRITONSERVER_ERROR_UNSUPPORTED,
-            ErrorKind::Unavailable => TRITONSERVER_ERROR_UNAVAILABLE,
+            ErrorKind::Unavailable | ErrorKind::Timeout => TRITONSERVER_ERROR_UNAVAILABLE,
             ErrorKind::Internal => TRITONSERVER_ERROR_INTERNAL,
         };
         Failure {

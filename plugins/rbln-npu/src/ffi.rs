@@ -63,6 +63,25 @@ impl Device for NpuDevice {
             Ok(Executable_TO::from_value(exe, TD_Opaque))
         })
     }
+    fn configure(&self, options_json: RStr<'_>) -> PluginResult<RString> {
+        guard(|| NpuDevice::configure(self, options_json.as_str()).map(RString::from))
+    }
+    fn devices_json(&self) -> RString {
+        guarded(
+            || self.devices().to_json().to_string().into(),
+            RString::from("[]"),
+        )
+    }
+    fn load_with(
+        &self,
+        artifact: RSlice<'_, u8>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<ExecutableBox> {
+        guard(|| {
+            let exe = self.load_artifact_with(artifact.as_slice(), options_json.as_str())?;
+            Ok(Executable_TO::from_value(exe, TD_Opaque))
+        })
+    }
 }
 
 impl Executable for NpuExecutable {
@@ -75,6 +94,16 @@ impl Executable for NpuExecutable {
     fn run(&self, inputs: RVec<NamedTensor>) -> PluginResult<RVec<NamedTensor>> {
         guard(|| NpuExecutable::run(self, &inputs).map(RVec::from))
     }
+    fn info_json(&self) -> RString {
+        guarded(|| self.info_json().to_string().into(), RString::from("{}"))
+    }
+    fn run_with(
+        &self,
+        inputs: RVec<NamedTensor>,
+        options_json: RStr<'_>,
+    ) -> PluginResult<RVec<NamedTensor>> {
+        guard(|| NpuExecutable::run_with(self, &inputs, options_json.as_str()).map(RVec::from))
+    }
 }
 
 /// The compiler as an FFI trait object.
@@ -82,9 +111,10 @@ pub fn compiler_box() -> CompilerBox {
     Compiler_TO::from_value(NpuCompiler, TD_Opaque)
 }
 
-/// The device as an FFI trait object.
+/// A device object (its own device set, initially one device of all cores) as an FFI trait
+/// object.
 pub fn device_box() -> DeviceBox {
-    Device_TO::from_value(NpuDevice, TD_Opaque)
+    Device_TO::from_value(NpuDevice::default(), TD_Opaque)
 }
 
 /// Compiler and device together.

@@ -12,6 +12,7 @@
 
 pub mod artifact;
 pub mod compiler;
+pub mod device;
 mod ffi;
 pub mod inspect;
 pub mod kernels;

@@ -1,10 +1,13 @@
 //! The plain-Rust compiler and device that `ffi` exports through plugin-api.
 
+use crate::device::DeviceSet;
 use crate::kernels;
+use crate::runtime::control::RunOptions;
 use crate::runtime::executable::NpuExecutable;
 use crate::{compiler, inspect};
 use plugin_api::graph::Graph;
 use plugin_api::{NamedTensor, PluginError};
+use std::sync::{Arc, RwLock};
 
 /// Name of the compiler and of the device.
 pub const NAME: &str = "rbln-npu";
@@ -36,23 +39,77 @@ impl NpuCompiler {
     }
 }
 
-/// The runtime (`plugin_api::Device`): loads artifacts and runs them on host CPU cores.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NpuDevice;
+/// The runtime (`plugin_api::Device`): a set of devices, each a set of host CPU cores with its
+/// own thread pool ([`crate::device`]); loads artifacts onto one and runs them there. Until
+/// [`configure`](Self::configure) is called it holds one device, 0, of every core this process
+/// may use. Clones share the set.
+#[derive(Debug, Clone)]
+pub struct NpuDevice {
+    set: Arc<RwLock<Arc<DeviceSet>>>,
+}
+
+impl Default for NpuDevice {
+    fn default() -> Self {
+        NpuDevice {
+            set: Arc::new(RwLock::new(Arc::new(DeviceSet::all_cores()))),
+        }
+    }
+}
 
 impl NpuDevice {
+    /// The current device set.
+    pub fn devices(&self) -> Arc<DeviceSet> {
+        match self.set.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the device set (see [`DeviceSet::from_options`]); returns it as JSON.
+    /// Executables already loaded keep the device they were loaded on.
+    pub fn configure(&self, options_json: &str) -> Result<String, PluginError> {
+        let set = Arc::new(DeviceSet::from_options(options_json)?);
+        let json = set.to_json().to_string();
+        match self.set.write() {
+            Ok(mut g) => *g = set,
+            Err(p) => *p.into_inner() = set,
+        }
+        Ok(json)
+    }
+
     /// Says plainly what executes the code.
     pub fn description_text(&self) -> String {
         format!(
-            "rbln-npu runtime: no NPU hardware is present; compiled graphs execute on {} host CPU thread(s); kernel path: {}",
-            rayon::current_num_threads(),
+            "rbln-npu runtime: no NPU hardware is present; compiled graphs execute on host CPU \
+             cores, devices {}; kernel path: {}",
+            self.devices().summary(),
             kernels::isa::describe()
         )
     }
 
-    /// Verifies and loads an artifact.
+    /// Verifies and loads an artifact onto device 0 (or the first device).
     pub fn load_artifact(&self, bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
-        NpuExecutable::load(bytes)
+        self.load_artifact_with(bytes, "{}")
+    }
+
+    /// Verifies and loads an artifact with load options (`device`, `timeout`, `profile`,
+    /// `label`; see [`RunOptions::from_json`]); without `device`, on device 0 if it exists, else
+    /// the first.
+    pub fn load_artifact_with(
+        &self,
+        bytes: &[u8],
+        options_json: &str,
+    ) -> Result<NpuExecutable, PluginError> {
+        let set = self.devices();
+        let device = match RunOptions::device_id(options_json)? {
+            Some(id) => set.get(id)?.clone(),
+            None => match set.get(0) {
+                Ok(d) => d.clone(),
+                Err(e) => set.devices().first().cloned().ok_or(e)?,
+            },
+        };
+        let opts = RunOptions::from_json(options_json, Some(device))?;
+        NpuExecutable::load_with(bytes, opts)
     }
 }
 

@@ -929,3 +929,72 @@ fn schedule_memory_runs_the_shortcut_first() {
     let got = exe.run(&[NamedTensor::new("in", it)]).unwrap();
     check_outputs(&got, &[("y", vec![1, c, h, w], want)]);
 }
+
+#[test]
+fn executables_run_on_their_device_with_timeouts_and_profiles() {
+    let c = case();
+    let bytes = compile_graph(c.graph, "").unwrap();
+    let dev = crate::NpuDevice::default();
+    let last = *crate::device::allowed_cores().last().unwrap();
+    let set: serde_json::Value = serde_json::from_str(
+        &dev.configure(&format!(r#"{{"ids": [3], "cores": [{last}]}}"#))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(set, serde_json::json!([{"id": 3, "cores": [last]}]));
+    // No `device`: the only device there is.
+    let exe = dev
+        .load_artifact_with(&bytes, r#"{"profile": true, "label": "tiny on 3"}"#)
+        .unwrap();
+    check_outputs(&exe.run(&input(&c.x)).unwrap(), &c.expected);
+    let info = exe.info_json();
+    assert_eq!(info["device"], 3);
+    assert_eq!(info["last_run_affinity"], serde_json::json!([last]));
+    assert_eq!(info["thread_affinities"], serde_json::json!([[last]]));
+    assert_eq!(info["profile"]["runs"], 1);
+    let steps = info["profile"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), exe.program().steps.len());
+    // A device that does not exist names the ones that do.
+    let e = dev
+        .load_artifact_with(&bytes, r#"{"device": 0}"#)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains(&format!(
+            "device 0 does not exist; the rbln-npu devices are 3 (cores {last})"
+        )),
+        "{e}"
+    );
+    let e = dev
+        .load_artifact_with(&bytes, r#"{"timeout": -1}"#)
+        .unwrap_err();
+    assert!(e.message().contains("timeout must be seconds >= 0"), "{e}");
+    let e = dev
+        .load_artifact_with(&bytes, r#"{"cores": [0]}"#)
+        .unwrap_err();
+    assert!(e.message().contains("unknown option 'cores'"), "{e}");
+    // A zero timeout stops at the first step boundary; the executable stays usable.
+    let zero = dev
+        .load_artifact_with(&bytes, r#"{"timeout": 0, "label": "tiny"}"#)
+        .unwrap();
+    let e = zero.run(&input(&c.x)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(
+        e.message()
+            .starts_with("timeout: tiny exceeded its timeout of 0 s (stopped before step 1 of"),
+        "{e}"
+    );
+    assert!(
+        e.clone()
+            .context("decode")
+            .message()
+            .starts_with("timeout: decode: tiny"),
+        "{e}"
+    );
+    check_outputs(&exe.run(&input(&c.x)).unwrap(), &c.expected);
+    let long = dev
+        .load_artifact_with(&bytes, r#"{"timeout": 3600}"#)
+        .unwrap();
+    check_outputs(&long.run(&input(&c.x)).unwrap(), &c.expected);
+    assert!(long.info_json().get("profile").is_none());
+}

@@ -180,8 +180,8 @@ impl VaeModel {
     ) -> Result<Vec<NamedTensor>, PluginError> {
         let options = parse_object("options", options)?;
         let (input_name, allowed): (&str, &[&str]) = match method {
-            "encode" => ("x", &["seed"]),
-            "decode" => ("z", &[]),
+            "encode" => ("x", &["seed", "timeout"]),
+            "decode" => ("z", &["timeout"]),
             other => {
                 let names: Vec<String> = self
                     .specs()
@@ -220,8 +220,23 @@ impl VaeModel {
                 )));
             }
         };
+        let timeout = match options.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|t| *t > 0.0 && t.is_finite())
+                    .ok_or_else(|| {
+                        PluginError::invalid(format!(
+                            "{method}: timeout must be a positive number of seconds, got {v}"
+                        ))
+                    })?,
+            ),
+        };
         if method == "decode" {
-            return Ok(vec![NamedTensor::new("sample", self.0.decode(x)?)]);
+            return Ok(vec![NamedTensor::new(
+                "sample",
+                self.0.decode_with(x, timeout)?,
+            )]);
         }
         let seed = match options.get("seed") {
             None | Some(Value::Null) => None,
@@ -229,7 +244,7 @@ impl VaeModel {
                 PluginError::invalid(format!("encode: seed must be an integer >= 0, got {v}"))
             })?),
         };
-        let dist = self.0.encode(x)?;
+        let dist = self.0.encode_with(x, timeout)?;
         let sample = seed.map(|s| NamedTensor::new("sample", dist.sample(s)));
         let mut out = vec![
             NamedTensor::new("mean", dist.mean),
@@ -271,5 +286,11 @@ impl Model for VaeModel {
 
     fn save_pretrained(&self, dir: RStr<'_>) -> PluginResult<()> {
         guard(|| self.0.save_pretrained(dir.as_str()))
+    }
+
+    fn runtime_json(&self) -> RString {
+        guard(|| Ok(RString::from(self.0.runtime_json().to_string())))
+            .into_result()
+            .unwrap_or_else(|e| RString::from(format!("{{\"error\": {:?}}}", e.message())))
     }
 }

@@ -20,6 +20,7 @@ pub mod distribution;
 mod ffi;
 pub mod graph;
 pub mod model;
+mod placement;
 mod rbln_args;
 pub mod rbln_config;
 mod save;

@@ -80,18 +80,13 @@ fn boolean(field: &str, v: &Value) -> Result<bool, PluginError> {
 }
 
 fn device_index(field: &str, v: &Value) -> Result<u64, PluginError> {
-    let d = v.as_u64().ok_or_else(|| {
+    // Whether the device exists is checked when the model loads, against the devices the
+    // backend's device plugin has (`Device::devices_json`).
+    v.as_u64().ok_or_else(|| {
         invalid(format!(
             "{field} must be a device index (an integer >= 0), got {v}"
         ))
-    })?;
-    if d != 0 {
-        return Err(invalid(format!(
-            "{field}: device {d} does not exist: the runtime exposes a single device, 0 \
-             (rbln-npu executes on host CPU cores)"
-        )));
-    }
-    Ok(d)
+    })
 }
 
 /// `sample_size`: an int `n` (meaning `n x n`) or `[height, width]`.
@@ -192,12 +187,21 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
             "num_devices" => a.num_devices = Some(positive(k, v)? as u64),
             "device" => {
                 a.device = Some(match v {
-                    Value::Array(items) if !items.is_empty() => DeviceSpec::Many(
-                        items
+                    Value::Array(items) if !items.is_empty() => {
+                        let ids: Vec<u64> = items
                             .iter()
                             .map(|d| device_index("device", d))
-                            .collect::<Result<_, _>>()?,
-                    ),
+                            .collect::<Result<_, _>>()?;
+                        if let Some((i, d)) =
+                            ids.iter().enumerate().find(|(i, d)| ids[..*i].contains(d))
+                        {
+                            return Err(invalid(format!(
+                                "device: device {d} is listed twice (at {} and {i})",
+                                ids.iter().position(|x| x == d).unwrap_or(0)
+                            )));
+                        }
+                        DeviceSpec::Many(ids)
+                    }
                     Value::Array(_) => {
                         return Err(invalid("device must not be an empty list".into()))
                     }

@@ -93,15 +93,15 @@ fn validation_errors_name_field_and_value() {
             r#"{"unknown_key": 3, "other": 1}"#,
             "Unexpected arguments: unknown_key, other",
         ),
-        (r#"{"device": 1}"#, "device 1 does not exist"),
-        (r#"{"device": [0, 2]}"#, "device 2 does not exist"),
+        (r#"{"device": -1}"#, "device must be a device index"),
+        (r#"{"device": [0, 2, 0]}"#, "device 0 is listed twice"),
         (
             r#"{"device_map": {"encoder": 0, "unet": 0}}"#,
             "device_map: unknown part 'unet'",
         ),
         (
-            r#"{"device_map": {"decoder": 1}}"#,
-            "device_map.decoder: device 1",
+            r#"{"device_map": {"decoder": "a"}}"#,
+            "device_map.decoder must be a device index",
         ),
         (r#"{"timeout": -5}"#, "timeout must be a positive number"),
         (

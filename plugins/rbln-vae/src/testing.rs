@@ -114,3 +114,30 @@ pub fn tiny_config(overrides: &str) -> AutoencoderKLConfig {
     AutoencoderKLConfig::from_json_str(&tiny_config_json(overrides).to_string())
         .expect("tiny config is valid")
 }
+
+/// The SD v1 VAE architecture (`block_out_channels` [128, 256, 512, 512], 2 layers per block,
+/// 32 groups, 4 latent channels) at `sample_size`, as `config.json` holds it: with
+/// [`random_weights`], an SD-size model made without Python.
+pub fn sd_config_json(sample_size: usize) -> serde_json::Value {
+    let down = ["DownEncoderBlock2D"; 4];
+    let up = ["UpDecoderBlock2D"; 4];
+    tiny_config_json(
+        &serde_json::json!({
+            "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+            "latent_channels": 4, "norm_num_groups": 32, "sample_size": sample_size,
+            "down_block_types": down, "up_block_types": up,
+        })
+        .to_string(),
+    )
+}
+
+/// A deterministic input in [-1, 1] of `shape` (a multiplicative hash of the index and `seed`).
+pub fn seeded_input(shape: &[usize], seed: u32) -> plugin_api::Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    plugin_api::Tensor::new(shape.to_vec(), data).expect("the length is the shape's product")
+}

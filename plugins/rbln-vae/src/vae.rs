@@ -4,14 +4,14 @@ use crate::config::{AutoencoderKLConfig, CONFIG_FILE};
 use crate::distribution::LatentDistribution;
 use crate::graph::{build_decoder, build_encoder, DECODER, ENCODER};
 use crate::model::AutoencoderKL;
+use crate::placement::{Placement, Replicas};
 use crate::rbln_config::{merge_user_config, RBLNAutoencoderKLConfig, CLS_NAME, RBLN_CONFIG_FILE};
 use crate::save::{write_dir_atomically, Overwrite, Target};
 use crate::weights::WEIGHTS_FILE;
 use plugin_api::abi_stable::std_types::{RStr, RVec};
 use plugin_api::tensor::shape_str;
 use plugin_api::{
-    Backend, DeviceBox, ExecutableBox, Export, NamedTensor, PluginError, ProgressBox, Tensor,
-    TensorSpec,
+    Backend, DeviceBox, Export, NamedTensor, PluginError, ProgressBox, Tensor, TensorSpec,
 };
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -24,6 +24,8 @@ pub(crate) struct Part {
     pub name: &'static str,
     pub input: TensorSpec,
     pub output: TensorSpec,
+    /// The devices it runs on, its timeout and profiling.
+    placement: Placement,
     artifact: Artifact,
     runtime: Runtime,
 }
@@ -33,12 +35,12 @@ enum Runtime {
     /// `create_runtimes=false`.
     None,
     /// Loaded when the model was.
-    Loaded(ExecutableBox),
+    Loaded(Replicas),
     /// Validated when the model was loaded (the device loaded it, checking version, checksum
     /// and signature, and dropped it), created again on first use. The encoder is kept this
     /// way: text-to-image serving never encodes, and its weights would otherwise stay in memory.
     OnFirstUse {
-        exe: OnceLock<ExecutableBox>,
+        exe: OnceLock<Replicas>,
         init: Mutex<()>,
     },
 }
@@ -93,6 +95,8 @@ pub struct RBLNAutoencoderKL {
     device: DeviceBox,
     /// The directory the model was read from (`from_pretrained`), which saving never writes.
     source: Option<std::path::PathBuf>,
+    /// Names the model in profiles and timeout messages (its directory's name).
+    name: String,
 }
 
 fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
@@ -120,19 +124,20 @@ fn specs(
     }
 }
 
-/// Loads `artifact` on `device` and checks its signature against the expected `input` and
-/// `output`.
+/// Loads `artifact` on `device` where `placement` says and checks its signature against the
+/// expected `input` and `output`.
 fn load_exe(
     device: &DeviceBox,
+    placement: &Placement,
     name: &str,
     artifact: &[u8],
     input: &TensorSpec,
     output: &TensorSpec,
-) -> Result<ExecutableBox, PluginError> {
-    let exe = device
-        .load(artifact.into())
-        .into_result()
+) -> Result<Replicas, PluginError> {
+    let replicas = placement
+        .load(device, artifact)
         .map_err(|e| e.context(format!("loading the {name} executable")))?;
+    let exe = replicas.first();
     let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
     if ins != [input.clone()] || outs != [output.clone()] {
         let fmt = |v: &[TensorSpec]| {
@@ -150,7 +155,7 @@ fn load_exe(
             fmt(std::slice::from_ref(output))
         )));
     }
-    Ok(exe)
+    Ok(replicas)
 }
 
 /// When a part's runtime is created.
@@ -192,7 +197,7 @@ fn map(path: &Path) -> Result<memmap2::Mmap, PluginError> {
 
 fn load_part(
     device: &DeviceBox,
-    when: When,
+    (when, placement): (When, Placement),
     name: &'static str,
     compiled: Compiled,
     (input, output): (TensorSpec, TensorSpec),
@@ -201,11 +206,12 @@ fn load_part(
         Compiled::Bytes(b) => b,
         Compiled::File(_, m) => m,
     };
+    let load = || load_exe(device, &placement, name, artifact, &input, &output);
     let runtime = match when {
         When::Never => Runtime::None,
-        When::Now => Runtime::Loaded(load_exe(device, name, artifact, &input, &output)?),
+        When::Now => Runtime::Loaded(load()?),
         When::OnFirstUse => {
-            drop(load_exe(device, name, artifact, &input, &output)?);
+            drop(load()?);
             Runtime::OnFirstUse {
                 exe: OnceLock::new(),
                 init: Mutex::new(()),
@@ -224,6 +230,7 @@ fn load_part(
         name,
         input,
         output,
+        placement,
         artifact,
         runtime,
     })
@@ -240,6 +247,26 @@ fn compiled_artifacts(dir: &Path, ext: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// When and where part `name` of model `model` (a name for labels) is loaded, its device
+/// indices checked against `device`.
+fn plan(
+    rc: &RBLNAutoencoderKLConfig,
+    name: &str,
+    model: &str,
+    device: &DeviceBox,
+) -> Result<(When, Placement), PluginError> {
+    let placement = Placement::of(&rc.runtime, name, model);
+    placement.check(&rc.runtime, name, device)?;
+    Ok((when(rc.runtime.create_runtimes, name), placement))
+}
+
+/// The name a model is known by in profiles and timeout messages: its directory's name.
+fn model_name(dir: Option<&Path>) -> String {
+    dir.and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| CLS_NAME.trim_end_matches("Config").to_string())
 }
 
 /// The runtime `when` for part `name` with `create_runtimes`.
@@ -280,7 +307,7 @@ impl RBLNAutoencoderKL {
             e => e,
         };
         if export == Export::No {
-            let mut vae = Self::load_compiled(dir, &user, backend)?;
+            let mut vae = Self::load_compiled(dir, &user, backend, &model_name(Some(dir)))?;
             vae.source = Some(dir.to_path_buf());
             return Ok(vae);
         }
@@ -299,7 +326,7 @@ impl RBLNAutoencoderKL {
         report(progress, "load weights", 0, 1);
         let model = AutoencoderKL::from_dir(dir)?;
         report(progress, "load weights", 1, 1);
-        let mut vae = Self::compile(model, &user, backend, progress)?;
+        let mut vae = Self::compile(model, &user, backend, progress, &model_name(Some(dir)))?;
         vae.source = Some(dir.to_path_buf());
         Ok(vae)
     }
@@ -312,7 +339,7 @@ impl RBLNAutoencoderKL {
         progress: &ProgressBox,
     ) -> Result<Self, PluginError> {
         let user = merge_user_config(&rbln_config, &Value::Null)?;
-        Self::compile(model, &user, backend, progress)
+        Self::compile(model, &user, backend, progress, &model_name(None))
     }
 
     fn compile(
@@ -320,8 +347,13 @@ impl RBLNAutoencoderKL {
         user: &Map<String, Value>,
         backend: Backend,
         progress: &ProgressBox,
+        name: &str,
     ) -> Result<Self, PluginError> {
         let rc = RBLNAutoencoderKLConfig::for_export(user, &model.config)?;
+        for p in rc.parts() {
+            // Placement errors come before the (long) compile.
+            plan(&rc, p.name, name, &backend.device)?;
+        }
         let options = rc.compile_options_json();
         let (h, w) = rc.sample_size;
         let mut parts = Vec::new();
@@ -343,13 +375,13 @@ impl RBLNAutoencoderKL {
             let io = specs(&rc, &model.config, p.name);
             parts.push(load_part(
                 &backend.device,
-                when(rc.runtime.create_runtimes, p.name),
+                plan(&rc, p.name, name, &backend.device)?,
                 p.name,
                 Compiled::Bytes(artifact),
                 io,
             )?);
         }
-        Self::assemble(rc, model.config, parts, backend)
+        Self::assemble(rc, model.config, parts, backend, name)
     }
 
     fn assemble(
@@ -357,6 +389,7 @@ impl RBLNAutoencoderKL {
         vae_config: AutoencoderKLConfig,
         mut parts: Vec<Part>,
         backend: Backend,
+        name: &str,
     ) -> Result<Self, PluginError> {
         let decoder = parts
             .pop()
@@ -370,6 +403,7 @@ impl RBLNAutoencoderKL {
             extension: backend.compiler.artifact_extension().into_string(),
             device: backend.device,
             source: None,
+            name: name.to_string(),
         })
     }
 
@@ -377,6 +411,7 @@ impl RBLNAutoencoderKL {
         dir: &Path,
         user: &Map<String, Value>,
         backend: Backend,
+        name: &str,
     ) -> Result<Self, PluginError> {
         let read = |name: &str| {
             let p = dir.join(name);
@@ -424,9 +459,11 @@ impl RBLNAutoencoderKL {
             let mapped = map(&dir.join(&file))?;
             let io = specs(&rc, &vae, p.name);
             let source = std::path::absolute(dir.join(&file)).unwrap_or_else(|_| dir.join(&file));
+            let placed =
+                plan(&rc, p.name, name, &backend.device).map_err(|e| e.context(dir.display()))?;
             let part = load_part(
                 &backend.device,
-                when(rc.runtime.create_runtimes, p.name),
+                placed,
                 p.name,
                 Compiled::File(source, mapped),
                 io,
@@ -440,7 +477,7 @@ impl RBLNAutoencoderKL {
             })?;
             parts.push(part);
         }
-        Self::assemble(rc, vae, parts, backend)
+        Self::assemble(rc, vae, parts, backend, name)
     }
 
     /// Writes `encoder.<ext>` (if compiled), `decoder.<ext>`, `rbln_config.json` and the
@@ -482,7 +519,13 @@ impl RBLNAutoencoderKL {
         write_dir_atomically(dir, &files, &target)
     }
 
-    fn run(&self, part: &Part, method: &str, x: &Tensor) -> Result<Tensor, PluginError> {
+    fn run(
+        &self,
+        part: &Part,
+        method: &str,
+        x: &Tensor,
+        timeout: Option<f64>,
+    ) -> Result<Tensor, PluginError> {
         let want = part.input.shape();
         if x.shape() != want {
             return Err(PluginError::invalid(format!(
@@ -495,12 +538,29 @@ impl RBLNAutoencoderKL {
                 self.rbln_config.sample_size
             )));
         }
-        let exe = self.executable(part, method)?;
+        let replicas = self.executable(part, method)?;
         let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), x.clone())]);
-        let outputs = exe
-            .run(inputs)
-            .into_result()
-            .map_err(|e| e.context(format!("{method}: running the {}", part.name)))?;
+        let lease = replicas.lease();
+        let ran = match timeout {
+            Some(t) => {
+                let options = serde_json::json!({ "timeout": t }).to_string();
+                lease.exe().run_with(inputs, options.as_str().into())
+            }
+            None => lease.exe().run(inputs),
+        };
+        drop(lease);
+        let outputs = ran.into_result().map_err(|e| {
+            let e = e.context(format!("{method}: running the {}", part.name));
+            if e.is_timeout() {
+                let limit = timeout.or(part.placement.timeout).unwrap_or(0.0);
+                e.context(format!(
+                    "model {}, part {}, timeout {limit} s",
+                    self.name, part.name
+                ))
+            } else {
+                e
+            }
+        })?;
         let out = outputs
             .into_iter()
             .find(|o| o.name == part.output.name)
@@ -522,11 +582,7 @@ impl RBLNAutoencoderKL {
     }
 
     /// The executable of `part`, created now if it is made on first use.
-    fn executable<'a>(
-        &self,
-        part: &'a Part,
-        method: &str,
-    ) -> Result<&'a ExecutableBox, PluginError> {
+    fn executable<'a>(&self, part: &'a Part, method: &str) -> Result<&'a Replicas, PluginError> {
         let (exe, init) = match &part.runtime {
             Runtime::Loaded(exe) => return Ok(exe),
             Runtime::None => {
@@ -548,8 +604,15 @@ impl RBLNAutoencoderKL {
                 .artifact
                 .bytes()
                 .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
-            let made = load_exe(&self.device, part.name, &bytes, &part.input, &part.output)
-                .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
+            let made = load_exe(
+                &self.device,
+                &part.placement,
+                part.name,
+                &bytes,
+                &part.input,
+                &part.output,
+            )
+            .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
             let _ = exe.set(made);
         }
         Ok(exe.get().expect("set above under the lock"))
@@ -558,19 +621,64 @@ impl RBLNAutoencoderKL {
     /// Encodes images `x: [B, in_channels, H, W]` (exactly the compiled shape) into the latent
     /// distribution. Scaling / shift factors are not applied (pipelines do that).
     pub fn encode(&self, x: &Tensor) -> Result<LatentDistribution, PluginError> {
+        self.encode_with(x, None)
+    }
+
+    /// [`encode`](Self::encode) with this call's `timeout` in seconds (default
+    /// `rbln_config.timeout`).
+    pub fn encode_with(
+        &self,
+        x: &Tensor,
+        timeout: Option<f64>,
+    ) -> Result<LatentDistribution, PluginError> {
         let enc = self.encoder.as_ref().ok_or_else(|| {
             PluginError::invalid(
                 "encode: this RBLNAutoencoderKL was compiled with uses_encoder=false; recompile \
                  with uses_encoder=true",
             )
         })?;
-        LatentDistribution::from_moments(&self.run(enc, "encode", x)?)
+        LatentDistribution::from_moments(&self.run(enc, "encode", x, timeout)?)
     }
 
     /// Decodes latents `z: [B, latent_channels, H / vsf, W / vsf]` into images
     /// `[B, out_channels, H, W]`.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor, PluginError> {
-        self.run(&self.decoder, "decode", z)
+        self.decode_with(z, None)
+    }
+
+    /// [`decode`](Self::decode) with this call's `timeout` in seconds (default
+    /// `rbln_config.timeout`).
+    pub fn decode_with(&self, z: &Tensor, timeout: Option<f64>) -> Result<Tensor, PluginError> {
+        self.run(&self.decoder, "decode", z, timeout)
+    }
+
+    /// Where and how each part runs: `{"model": name, "timeout": s, "activate_profiler": b,
+    /// "parts": {"encoder": {"devices": [...], "loaded": true, "replicas": [info, ...]}, ...}}`
+    /// (each replica's `Executable::info_json`: device, cores, profile totals).
+    pub fn runtime_json(&self) -> Value {
+        let mut parts = Map::new();
+        for part in self.encoder.iter().chain([&self.decoder]) {
+            let replicas = match &part.runtime {
+                Runtime::None => None,
+                Runtime::Loaded(r) => Some(r),
+                Runtime::OnFirstUse { exe, .. } => exe.get(),
+            };
+            let mut v = serde_json::json!({
+                "devices": part.placement.devices,
+                "loaded": replicas.is_some(),
+            });
+            if let Some(r) = replicas {
+                v["replicas"] = r.to_json();
+            }
+            parts.insert(part.name.to_string(), v);
+        }
+        let rt = &self.rbln_config.runtime;
+        serde_json::json!({
+            "model": self.name,
+            "timeout": rt.timeout,
+            "activate_profiler": rt.activate_profiler.unwrap_or(false),
+            "parts": parts,
+        })
     }
 
     /// The effective config.

@@ -4,7 +4,8 @@
 //!
 //! `rbln_config`: `{"batch_size": N, "gate": DIR}`. While `DIR/hold` exists, each call first
 //! creates `DIR/entered-<k>` (k = 0, 1, ... per model) and then waits until `DIR/release`
-//! exists. Without `hold` (e.g. the server's warm-up) calls run at once.
+//! exists. Without `hold` (e.g. the server's warm-up) calls run at once. While `DIR/timeout`
+//! exists, each call fails with a `PluginError::timeout` (as a run past its time limit does).
 
 use abi_stable::export_root_module;
 use abi_stable::prefix_type::PrefixTypeTrait;
@@ -111,6 +112,11 @@ impl HoldModel {
         let Some(gate) = &self.gate else {
             return Ok(());
         };
+        if gate.join("timeout").exists() {
+            return Err(PluginError::timeout(
+                "model hold, part echo, timeout 0.001 s: the run was stopped",
+            ));
+        }
         if !gate.join("hold").exists() {
             return Ok(());
         }

@@ -1,6 +1,7 @@
 //! A loaded artifact, ready to run from any number of threads.
 
-use super::{run_step, Sources};
+use super::control::{run_steps, RunOptions};
+use super::Sources;
 use crate::artifact;
 use crate::kernels::buffers;
 use crate::program::{Loc, Program};
@@ -18,6 +19,8 @@ type Buffers = (Vec<f32>, Vec<f32>);
 pub struct NpuExecutable {
     program: Arc<Program>,
     pool: Arc<Mutex<Vec<Buffers>>>,
+    /// Device, timeout and profile ([`NpuExecutable::load_with`]).
+    opts: Arc<RunOptions>,
 }
 
 impl Drop for NpuExecutable {
@@ -41,13 +44,24 @@ impl NpuExecutable {
     /// Verifies and loads artifact bytes (see [`artifact::decode`]), and checks that a run fits
     /// in the memory budget ([`Program::check_footprint`]).
     pub fn load(bytes: &[u8]) -> Result<NpuExecutable, PluginError> {
+        Self::load_with(bytes, RunOptions::default())
+    }
+
+    /// [`load`](Self::load), to run as `opts` say (on a device's pool, with a timeout, profiled).
+    pub fn load_with(bytes: &[u8], opts: RunOptions) -> Result<NpuExecutable, PluginError> {
         crate::kernels::isa::checked()?;
         let program = artifact::decode(bytes)?;
         program.check_footprint()?;
         Ok(NpuExecutable {
             program: Arc::new(program),
             pool: Arc::default(),
+            opts: Arc::new(opts),
         })
+    }
+
+    /// Where and how it runs (device, cores, timeout, profile totals), as a JSON object.
+    pub fn info_json(&self) -> serde_json::Value {
+        self.opts.to_json(&self.program)
     }
 
     /// The loaded plan.
@@ -76,6 +90,25 @@ impl NpuExecutable {
     /// Runs the program. Inputs are matched by name and must have exactly the compiled shapes;
     /// outputs come back in graph order with their graph names.
     pub fn run(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, PluginError> {
+        self.run_limited(inputs, self.opts.timeout)
+    }
+
+    /// [`run`](Self::run) with run options `{"timeout": seconds}` (replacing the load-time one).
+    pub fn run_with(
+        &self,
+        inputs: &[NamedTensor],
+        options_json: &str,
+    ) -> Result<Vec<NamedTensor>, PluginError> {
+        let timeout = RunOptions::run_timeout(options_json)?.or(self.opts.timeout);
+        self.run_limited(inputs, timeout)
+    }
+
+    fn run_limited(
+        &self,
+        inputs: &[NamedTensor],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Vec<NamedTensor>, PluginError> {
+        let start = std::time::Instant::now();
         let p = &*self.program;
         let names = || {
             p.inputs
@@ -140,18 +173,19 @@ impl NpuExecutable {
             inputs: &inputs,
             program: p,
         };
-        if super::profile::enabled() {
-            let mut times = Vec::with_capacity(p.steps.len());
-            for s in 0..p.steps.len() {
-                let t = std::time::Instant::now();
-                run_step(s, &src, &mut arena, &mut workspace);
-                times.push(t.elapsed());
+        let ran = run_steps(
+            &src,
+            &mut arena,
+            &mut workspace,
+            &self.opts,
+            (start, timeout),
+        );
+        if let Err(e) = ran {
+            // A run stopped at a step boundary leaves the arena reusable as it is.
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.push((arena, workspace));
             }
-            eprint!("{}", super::profile::report(p, &times));
-        } else {
-            for s in 0..p.steps.len() {
-                run_step(s, &src, &mut arena, &mut workspace);
-            }
+            return Err(e);
         }
         let outputs = p
             .outputs

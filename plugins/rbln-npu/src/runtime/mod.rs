@@ -1,6 +1,7 @@
 //! The CPU runtime: an immutable shared plan plus a per-call arena. Each step's operands are
 //! resolved to slices (caller inputs, weights or arena ranges) and handed to a kernel.
 
+pub mod control;
 pub mod executable;
 pub mod profile;
 
