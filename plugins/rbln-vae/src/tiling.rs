@@ -124,13 +124,13 @@ impl Tiling {
             return Ok(());
         }
         let t = *self.tile_sample_min_size.get_or_insert(default_size);
-        if t % vsf != 0 {
+        if !t.is_multiple_of(vsf) {
             return Err(invalid(format!(
                 "tile_sample_min_size {t} must be a multiple of vae_scale_factor ({vsf})"
             )));
         }
         let g = self.geometry(vsf);
-        if g.encode.step == 0 || g.encode.step % vsf != 0 || g.decode.step == 0 {
+        if g.encode.step == 0 || !g.encode.step.is_multiple_of(vsf) || g.decode.step == 0 {
             return Err(invalid(format!(
                 "tile_sample_min_size {t} with tile_overlap_factor {} starts tiles every {} \
                  pixels ({} latent pixels), which must be a positive multiple of \
