@@ -177,18 +177,18 @@ fn load_exe(
         .into_result()
         .map_err(|e| e.context(format!("loading the {name} executable")))?;
     let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
+    let fmt = |v: &[TensorSpec]| {
+        v.iter()
+            .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut have: Vec<TensorSpec> = exe.shapes().into_iter().flat_map(RVec::into_vec).collect();
     let mut shapes = want.shapes.clone();
     let key = |s: &TensorSpec| s.shape.to_vec();
     have.sort_by_key(key);
     shapes.sort_by_key(key);
     if have != shapes {
-        let fmt = |v: &[TensorSpec]| {
-            v.iter()
-                .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         return Err(PluginError::invalid(format!(
             "the {name} executable is compiled for inputs ({}) but {RBLN_CONFIG_FILE} implies \
              ({}); recompile the model",
@@ -197,12 +197,6 @@ fn load_exe(
         )));
     }
     if ins != [input.clone()] || outs != [output.clone()] {
-        let fmt = |v: &[TensorSpec]| {
-            v.iter()
-                .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         return Err(PluginError::invalid(format!(
             "the {name} executable has inputs ({}) and outputs ({}) but {RBLN_CONFIG_FILE} \
              implies inputs ({}) and outputs ({})",
