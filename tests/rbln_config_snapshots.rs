@@ -68,3 +68,17 @@ fn kwargs_win_over_rbln_config_and_runtime_options_are_not_written() {
         json!({"batch_size": 1, "device": 0})
     ));
 }
+
+#[test]
+fn several_sample_sizes_with_tiling_and_slicing() {
+    insta::assert_snapshot!(compiled_config(
+        "shapes",
+        json!({
+            "uses_encoder": true,
+            "sample_size": [[32, 32], [24, 40], 16],
+            "slicing": true,
+            "tiling": {"tile_overlap_factor": 0.25},
+        }),
+        json!({})
+    ));
+}

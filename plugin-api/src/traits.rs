@@ -58,6 +58,27 @@ pub trait Compiler: Send + Sync {
     /// A human-readable summary of an artifact (graph, shapes, memory plan).
     #[sabi(last_prefix_field)]
     fn inspect(&self, artifact: RSlice<'_, u8>) -> PluginResult<RString>;
+    /// Compiles `graph` for its own input shapes and for every set of input shapes in
+    /// `extra_shapes` (one shape per graph input, in input order), into one artifact that
+    /// holds the packed weights once and a plan per set of shapes; the executable loaded from
+    /// it runs inputs of any of those shapes ([`Executable::shapes`]).
+    ///
+    /// Added after the last prefix field: a compiler built before it compiles only the graph's
+    /// own shapes and answers `Unsupported` when `extra_shapes` is not empty.
+    fn compile_shapes(
+        &self,
+        graph: GraphBlob,
+        extra_shapes: RVec<RVec<RVec<u64>>>,
+        options_json: RStr<'_>,
+        progress: &ProgressBox,
+    ) -> PluginResult<RVec<u8>> {
+        if extra_shapes.is_empty() {
+            return self.compile(graph, options_json, progress);
+        }
+        RResult::RErr(PluginError::unsupported(
+            "this compiler compiles one set of input shapes per artifact",
+        ))
+    }
 }
 
 /// A boxed [`Compiler`] trait object.
@@ -117,7 +138,8 @@ pub trait Executable: Send + Sync {
     fn inputs(&self) -> RVec<TensorSpec>;
     /// The graph's outputs, in order.
     fn outputs(&self) -> RVec<TensorSpec>;
-    /// Runs the graph. Inputs are matched by name and must have exactly the compiled shapes.
+    /// Runs the graph. Inputs are matched by name and must have exactly the shapes of one of
+    /// the compiled plans ([`shapes`](Self::shapes)).
     #[sabi(last_prefix_field)]
     fn run(&self, inputs: RVec<NamedTensor>) -> PluginResult<RVec<NamedTensor>>;
     /// Where and how it runs, as a JSON object (rbln-npu: `device`, `cores`,
@@ -127,8 +149,10 @@ pub trait Executable: Send + Sync {
         RString::from("{}")
     }
     /// [`run`](Executable::run) with this run's options, a JSON object: `timeout` (seconds,
-    /// replacing the one it was loaded with). Added after the last prefix field: a plugin built
-    /// before it answers `Unsupported`.
+    /// replacing the one it was loaded with) and `any_shape` (`true`: inputs of any shape the
+    /// graph accepts; a shape no compiled plan has is planned on first use from the stored
+    /// weights and the plan cached). Added after the last prefix field: a plugin built before
+    /// it answers `Unsupported`.
     fn run_with(
         &self,
         inputs: RVec<NamedTensor>,
@@ -136,8 +160,15 @@ pub trait Executable: Send + Sync {
     ) -> PluginResult<RVec<NamedTensor>> {
         let _ = (inputs, options_json);
         RResult::RErr(PluginError::unsupported(
-            "this device plugin takes no run options (timeout)",
+            "this device plugin takes no run options (timeout, any_shape)",
         ))
+    }
+    /// The input signatures of every plan compiled into the artifact (one per set of input
+    /// shapes, [`inputs`](Self::inputs) first).
+    ///
+    /// Added after the last prefix field: an executable built before it has one plan.
+    fn shapes(&self) -> RVec<RVec<TensorSpec>> {
+        RVec::from(vec![self.inputs()])
     }
 }
 

@@ -219,6 +219,17 @@ impl Compiler for CountingCompiler {
         self.count.fetch_add(1, Ordering::SeqCst);
         self.inner.compile(graph, options_json, progress)
     }
+    fn compile_shapes(
+        &self,
+        graph: GraphBlob,
+        extra_shapes: RVec<RVec<RVec<u64>>>,
+        options_json: RStr<'_>,
+        progress: &ProgressBox,
+    ) -> PluginResult<RVec<u8>> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .compile_shapes(graph, extra_shapes, options_json, progress)
+    }
     fn inspect(&self, artifact: RSlice<'_, u8>) -> PluginResult<RString> {
         self.inner.inspect(artifact)
     }

@@ -30,9 +30,10 @@ pub struct CompileArgs {
     /// Batch size to compile for (overrides --rbln-config).
     #[arg(long)]
     pub batch_size: Option<u64>,
-    /// Image size to compile for: N (square) or H,W (overrides --rbln-config).
+    /// Image size to compile for: N (square) or H,W (overrides --rbln-config). Repeat it to
+    /// compile several sizes into one directory that stores the weights once.
     #[arg(long, value_name = "N|H,W", value_parser = parse_sample_size)]
-    pub sample_size: Option<SampleSize>,
+    pub sample_size: Vec<SampleSize>,
     /// Also compile the encoder (img2img / inpainting); default: decoder only.
     #[arg(long)]
     pub uses_encoder: bool,
@@ -60,6 +61,22 @@ impl SampleSize {
         match self {
             SampleSize::Square(n) => json!(n),
             SampleSize::HeightWidth(h, w) => json!([h, w]),
+        }
+    }
+
+    /// Several sizes as `rbln_config`'s `sample_size`: one as [`to_json`](Self::to_json),
+    /// more as a list of `[H, W]`.
+    pub fn list_json(sizes: &[SampleSize]) -> Value {
+        match sizes {
+            [one] => one.to_json(),
+            many => Value::Array(
+                many.iter()
+                    .map(|s| match *s {
+                        SampleSize::Square(n) => json!([n, n]),
+                        SampleSize::HeightWidth(h, w) => json!([h, w]),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -115,8 +132,11 @@ pub fn kwargs(args: &CompileArgs) -> Map<String, Value> {
     if let Some(b) = args.batch_size {
         map.insert("batch_size".into(), json!(b));
     }
-    if let Some(s) = args.sample_size {
-        map.insert("sample_size".into(), s.to_json());
+    if !args.sample_size.is_empty() {
+        map.insert(
+            "sample_size".into(),
+            SampleSize::list_json(&args.sample_size),
+        );
     }
     if args.uses_encoder {
         map.insert("uses_encoder".into(), json!(true));
@@ -183,7 +203,7 @@ pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Resu
     let start = Instant::now();
     if args.rbln_config.is_some()
         || args.batch_size.is_some()
-        || args.sample_size.is_some()
+        || !args.sample_size.is_empty()
         || args.uses_encoder
     {
         return Err(UsageError(

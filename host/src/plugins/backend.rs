@@ -34,6 +34,16 @@ impl Compiler for SharedCompiler {
     fn inspect(&self, artifact: RSlice<'_, u8>) -> PluginResult<RString> {
         self.0.inspect(artifact)
     }
+    fn compile_shapes(
+        &self,
+        graph: GraphBlob,
+        extra_shapes: RVec<RVec<RVec<u64>>>,
+        options_json: RStr<'_>,
+        progress: &ProgressBox,
+    ) -> PluginResult<RVec<u8>> {
+        self.0
+            .compile_shapes(graph, extra_shapes, options_json, progress)
+    }
 }
 
 struct SharedDevice(Arc<DeviceBox>);

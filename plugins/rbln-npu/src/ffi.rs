@@ -48,6 +48,34 @@ impl Compiler for NpuCompiler {
                 .map(RString::from)
         })
     }
+    fn compile_shapes(
+        &self,
+        graph: GraphBlob,
+        extra_shapes: RVec<RVec<RVec<u64>>>,
+        options_json: RStr<'_>,
+        progress: &ProgressBox,
+    ) -> PluginResult<RVec<u8>> {
+        guard(|| {
+            let graph = graph.into_graph()?;
+            let extra: Vec<Vec<Vec<usize>>> = extra_shapes
+                .iter()
+                .map(|set| {
+                    set.iter()
+                        .map(|s| {
+                            s.iter()
+                                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            let report = |stage: &str, done: u64, total: u64| {
+                progress.report(RStr::from(stage), done, total)
+            };
+            self.compile_graph_shapes(graph, &extra, options_json.as_str(), &report)
+                .map(RVec::from)
+        })
+    }
 }
 
 impl Device for NpuDevice {
@@ -103,6 +131,12 @@ impl Executable for NpuExecutable {
         options_json: RStr<'_>,
     ) -> PluginResult<RVec<NamedTensor>> {
         guard(|| NpuExecutable::run_with(self, &inputs, options_json.as_str()).map(RVec::from))
+    }
+    fn shapes(&self) -> RVec<RVec<TensorSpec>> {
+        guarded(
+            || self.shape_specs().into_iter().map(RVec::from).collect(),
+            RVec::new(),
+        )
     }
 }
 

@@ -9,8 +9,46 @@ use std::fmt::Write;
 
 /// Verifies `bytes` and describes the compiled graph, its memory plan and its target.
 pub fn inspect(bytes: &[u8]) -> Result<String, PluginError> {
-    let p = artifact::decode(bytes)?;
-    Ok(summary(&p, bytes.len()))
+    let plans = artifact::decode_plans(bytes)?;
+    let mut s = summary(&plans[0], bytes.len());
+    if plans.len() > 1 {
+        let _ = writeln!(
+            s,
+            "shapes: {} plans over the one copy of the weights above (arena per plan):",
+            plans.len()
+        );
+        for p in &plans {
+            let io = |shapes: Vec<(&str, &[usize])>| {
+                shapes
+                    .iter()
+                    .map(|(n, sh)| format!("{n} {}", shape_str(sh)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let ins = io(p
+                .inputs
+                .iter()
+                .map(|i| (i.name.as_str(), &i.shape[..]))
+                .collect());
+            let outs = io(p
+                .outputs
+                .iter()
+                .map(|o| (o.name.as_str(), &p.values[o.value].shape[..]))
+                .collect());
+            let winograd = p
+                .steps
+                .iter()
+                .filter(|st| st.algo == Algo::WinogradF4)
+                .count();
+            let _ = writeln!(
+                s,
+                "  {ins} -> {outs}: arena {}, {} steps ({winograd} winograd)",
+                mib(p.memory.as_ref().map_or(0, |m| m.arena_len * 4)),
+                p.steps.len()
+            );
+        }
+    }
+    Ok(s)
 }
 
 fn mib(bytes: usize) -> String {

@@ -27,4 +27,6 @@ pub use plugin::{
 pub use runtime::executable::NpuExecutable;
 
 #[cfg(test)]
+mod shapes_tests;
+#[cfg(test)]
 mod tests;

@@ -33,6 +33,19 @@ impl NpuCompiler {
         compiler::compile(graph, options_json, progress)
     }
 
+    /// Compiles `graph` for its own input shapes and each set in `extra`, into one artifact
+    /// (see [`compiler::compile_shapes`]).
+    pub fn compile_graph_shapes(
+        &self,
+        graph: Graph,
+        extra: &[Vec<Vec<usize>>],
+        options_json: &str,
+        progress: &dyn Fn(&str, u64, u64),
+    ) -> Result<Vec<u8>, PluginError> {
+        kernels::isa::checked()?;
+        compiler::compile_shapes(graph, extra, options_json, progress)
+    }
+
     /// A readable summary of an artifact.
     pub fn inspect_artifact(&self, bytes: &[u8]) -> Result<String, PluginError> {
         inspect::inspect(bytes)

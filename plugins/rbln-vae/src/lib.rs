@@ -25,6 +25,7 @@ mod rbln_args;
 pub mod rbln_config;
 mod save;
 pub mod testing;
+pub mod tiling;
 pub mod vae;
 pub mod weights;
 

@@ -17,7 +17,7 @@ pub enum DeviceSpec {
 }
 
 /// The compile-time keys, in the order `rbln_config.json` writes them (after `_compile_cfgs`).
-pub(crate) const COMPILE_KEYS: [&str; 11] = [
+pub(crate) const COMPILE_KEYS: [&str; 13] = [
     "dtype",
     "npu",
     "num_devices",
@@ -29,6 +29,8 @@ pub(crate) const COMPILE_KEYS: [&str; 11] = [
     "sample_size",
     "winograd",
     "memory_budget",
+    "slicing",
+    "tiling",
 ];
 /// The runtime keys, never written to `rbln_config.json`.
 pub(crate) const RUNTIME_KEYS: [&str; 5] = [
@@ -43,7 +45,7 @@ pub(crate) const RUNTIME_KEYS: [&str; 5] = [
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Args {
     pub batch_size: Option<usize>,
-    pub sample_size: Option<(usize, usize)>,
+    pub sample_size: Option<Vec<(usize, usize)>>,
     pub uses_encoder: Option<bool>,
     pub vae_scale_factor: Option<usize>,
     pub in_channels: Option<usize>,
@@ -58,6 +60,8 @@ pub(crate) struct Args {
     pub create_runtimes: Option<bool>,
     pub activate_profiler: Option<bool>,
     pub timeout: Option<f64>,
+    pub slicing: Option<bool>,
+    pub tiling: Option<crate::tiling::Tiling>,
 }
 
 fn invalid(msg: String) -> PluginError {
@@ -107,6 +111,31 @@ pub(crate) fn sample_size(v: &Value) -> Result<(usize, usize), PluginError> {
         )),
         _ => Err(bad()),
     }
+}
+
+/// `sample_size`: one size (see [`sample_size`]) or a list of sizes, each an int or
+/// `[height, width]` (`[[1024, 1024], [1152, 896]]`); a list holding an array is a list of sizes.
+/// A size listed twice is an error.
+pub(crate) fn sample_sizes(v: &Value) -> Result<Vec<(usize, usize)>, PluginError> {
+    let sizes = match v.as_array() {
+        Some(items) if items.iter().any(Value::is_array) => items
+            .iter()
+            .map(sample_size)
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(items) if items.is_empty() => {
+            return Err(invalid("sample_size: the list of sizes is empty".into()))
+        }
+        _ => vec![sample_size(v)?],
+    };
+    for (k, s) in sizes.iter().enumerate() {
+        if sizes[..k].contains(s) {
+            return Err(invalid(format!(
+                "sample_size lists [{}, {}] twice",
+                s.0, s.1
+            )));
+        }
+    }
+    Ok(sizes)
 }
 
 /// `dtype`: only `float32` is supported (the runtime computes in f32).
@@ -168,7 +197,9 @@ pub(crate) fn parse_args(map: &Map<String, Value>) -> Result<Args, PluginError> 
                 }
             }
             "batch_size" => a.batch_size = Some(positive(k, v)?),
-            "sample_size" => a.sample_size = Some(sample_size(v)?),
+            "sample_size" => a.sample_size = Some(sample_sizes(v)?),
+            "slicing" => a.slicing = Some(boolean(k, v)?),
+            "tiling" => a.tiling = Some(crate::tiling::Tiling::from_json(v)?),
             "uses_encoder" => a.uses_encoder = Some(boolean(k, v)?),
             "vae_scale_factor" => a.vae_scale_factor = Some(vae_scale_factor(v)?),
             "in_channels" => a.in_channels = Some(positive(k, v)?),

@@ -3,7 +3,8 @@
 
 use crate::config::AutoencoderKLConfig;
 pub use crate::rbln_args::{merge_user_config, DeviceSpec, CLS_NAME};
-use crate::rbln_args::{parse_args, positive, sample_size, Args};
+use crate::rbln_args::{parse_args, positive, sample_sizes, Args};
+use crate::tiling::Tiling;
 use plugin_api::{DType, PluginError};
 use serde_json::{json, Map, Value};
 
@@ -45,6 +46,8 @@ pub struct RBLNAutoencoderKLConfig {
     pub batch_size: usize,
     /// Image `(height, width)`; multiples of `vae_scale_factor` (compile-time).
     pub sample_size: (usize, usize),
+    /// Every compiled `(height, width)`, `sample_size` first (a `sample_size` list).
+    pub sample_sizes: Vec<(usize, usize)>,
     /// Whether the encoder is compiled too (compile-time; default false).
     pub uses_encoder: bool,
     /// Spatial factor image/latent, `2^(len(block_out_channels) - 1)` (compile-time).
@@ -67,6 +70,10 @@ pub struct RBLNAutoencoderKLConfig {
     pub memory_budget: Option<u64>,
     /// How it runs.
     pub runtime: RuntimeOptions,
+    /// `slicing`: a batch larger than `batch_size` runs in chunks of `batch_size`.
+    pub slicing: bool,
+    /// `tiling`: inputs larger than the tile run in tiles (see [`crate::tiling`]).
+    pub tiling: Tiling,
 }
 
 /// One compiled graph as `_compile_cfgs` lists it.
@@ -96,9 +103,18 @@ impl RBLNAutoencoderKLConfig {
             _ => Ok(want),
         };
         let n = vae.block_out_channels.len();
+        let sizes = a
+            .sample_size
+            .clone()
+            .unwrap_or_else(|| vec![vae.sample_size]);
+        let mut tiling = a.tiling.clone().unwrap_or_else(Tiling::off);
+        tiling.resolve(vae.sample_size.0, vsf)?;
         let c = RBLNAutoencoderKLConfig {
             batch_size: a.batch_size.unwrap_or(1),
-            sample_size: a.sample_size.unwrap_or(vae.sample_size),
+            sample_size: sizes[0],
+            sample_sizes: sizes,
+            slicing: a.slicing.unwrap_or(false),
+            tiling,
             uses_encoder: a.uses_encoder.unwrap_or(false),
             vae_scale_factor: derived(
                 "vae_scale_factor",
@@ -132,7 +148,7 @@ impl RBLNAutoencoderKLConfig {
     ) -> Result<RBLNAutoencoderKLConfig, PluginError> {
         let mut c = Self::from_stored(stored).map_err(|e| e.context(RBLN_CONFIG_FILE))?;
         let a = parse_args(user)?;
-        let frozen: [(&str, Option<Value>, Value); 10] = [
+        let frozen: [(&str, Option<Value>, Value); 12] = [
             (
                 "batch_size",
                 a.batch_size.map(|v| json!(v)),
@@ -140,8 +156,20 @@ impl RBLNAutoencoderKLConfig {
             ),
             (
                 "sample_size",
-                a.sample_size.map(|(h, w)| json!([h, w])),
-                json!([c.sample_size.0, c.sample_size.1]),
+                a.sample_size.as_deref().map(sizes_json),
+                sizes_json(&c.sample_sizes),
+            ),
+            ("slicing", a.slicing.map(|v| json!(v)), json!(c.slicing)),
+            (
+                "tiling",
+                a.tiling.clone().map(|mut t| {
+                    // An unresolved tile size means the stored one.
+                    if t.enabled && t.tile_sample_min_size.is_none() {
+                        t.tile_sample_min_size = c.tiling.tile_sample_min_size;
+                    }
+                    t.to_json()
+                }),
+                c.tiling.to_json(),
             ),
             (
                 "uses_encoder",
@@ -223,9 +251,27 @@ impl RBLNAutoencoderKLConfig {
         let first = cfgs
             .first()
             .ok_or_else(|| PluginError::invalid("_compile_cfgs is empty"))?;
+        let sizes = sample_sizes(field("sample_size")?)?;
+        let tiling = match m.get("tiling") {
+            None | Some(Value::Null) => Tiling::off(),
+            Some(v) => Tiling::from_json(v)?,
+        };
+        if tiling.enabled && tiling.tile_sample_min_size.is_none() {
+            return Err(PluginError::invalid(
+                "tiling: a stored tiling needs its tile_sample_min_size",
+            ));
+        }
         let c = RBLNAutoencoderKLConfig {
             batch_size: positive("batch_size", field("batch_size")?)?,
-            sample_size: sample_size(field("sample_size")?)?,
+            sample_size: sizes[0],
+            sample_sizes: sizes,
+            slicing: match m.get("slicing") {
+                None | Some(Value::Null) => false,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    PluginError::invalid(format!("slicing must be true or false, got {v}"))
+                })?,
+            },
+            tiling,
             uses_encoder: field("uses_encoder")?
                 .as_bool()
                 .ok_or_else(|| PluginError::invalid("uses_encoder must be true or false"))?,
@@ -253,6 +299,8 @@ impl RBLNAutoencoderKLConfig {
             )));
         }
         c.check_sample_size()?;
+        let mut tiling = c.tiling.clone();
+        tiling.resolve(c.sample_size.0, c.vae_scale_factor)?;
         let listed = serde_json::to_value(c.compile_cfgs()).unwrap_or(Value::Null);
         if Value::Array(cfgs.clone()) != listed {
             return Err(PluginError::invalid(format!(
@@ -264,13 +312,14 @@ impl RBLNAutoencoderKLConfig {
     }
 
     fn check_sample_size(&self) -> Result<(), PluginError> {
-        let (h, w) = self.sample_size;
         let vsf = self.vae_scale_factor;
-        if h == 0 || w == 0 || h % vsf != 0 || w % vsf != 0 {
-            return Err(PluginError::invalid(format!(
-                "sample_size [{h}, {w}]: height and width must be positive multiples of \
-                 vae_scale_factor ({vsf})"
-            )));
+        for &(h, w) in &self.sample_sizes {
+            if h == 0 || w == 0 || h % vsf != 0 || w % vsf != 0 {
+                return Err(PluginError::invalid(format!(
+                    "sample_size [{h}, {w}]: height and width must be positive multiples of \
+                     vae_scale_factor ({vsf})"
+                )));
+            }
         }
         Ok(())
     }
@@ -279,9 +328,32 @@ impl RBLNAutoencoderKLConfig {
     /// 512]`.
     pub fn size_fields(&self) -> String {
         format!(
-            "batch_size {}, sample_size [{}, {}]",
-            self.batch_size, self.sample_size.0, self.sample_size.1
+            "batch_size {}, sample_size {}",
+            self.batch_size,
+            sizes_json(&self.sample_sizes)
         )
+    }
+
+    /// Every compiled `(height, width)`: the sample sizes, then the tile when tiling is on and
+    /// the tile is not one of them.
+    pub fn compiled_sizes(&self) -> Vec<(usize, usize)> {
+        let mut sizes = self.sample_sizes.clone();
+        if let (true, Some(t)) = (self.tiling.enabled, self.tiling.tile_sample_min_size) {
+            if !sizes.contains(&(t, t)) {
+                sizes.push((t, t));
+            }
+        }
+        sizes
+    }
+
+    /// The input shape of part `name` (`encoder` or `decoder`) at image size `(h, w)`.
+    pub fn part_shape(&self, name: &str, (h, w): (usize, usize)) -> Vec<usize> {
+        let vsf = self.vae_scale_factor;
+        if name == "encoder" {
+            vec![self.batch_size, self.in_channels, h, w]
+        } else {
+            vec![self.batch_size, self.latent_channels, h / vsf, w / vsf]
+        }
     }
 
     /// `(H / vsf, W / vsf)`.
@@ -320,15 +392,18 @@ impl RBLNAutoencoderKLConfig {
         out
     }
 
+    /// One entry per compiled part and size (see [`compiled_sizes`](Self::compiled_sizes)).
     fn compile_cfgs(&self) -> Vec<Value> {
         self.parts()
             .into_iter()
-            .map(|p| {
-                json!({
-                    "compiled_model_name": p.name,
-                    "input_info": [[p.input, p.shape, "float32"]],
-                    "npu": self.npu,
-                    "num_devices": self.num_devices,
+            .flat_map(|p| {
+                self.compiled_sizes().into_iter().map(move |hw| {
+                    json!({
+                        "compiled_model_name": p.name,
+                        "input_info": [[p.input, self.part_shape(p.name, hw), "float32"]],
+                        "npu": self.npu,
+                        "num_devices": self.num_devices,
+                    })
                 })
             })
             .collect()
@@ -364,8 +439,16 @@ impl RBLNAutoencoderKLConfig {
             "vae_scale_factor": self.vae_scale_factor,
             "in_channels": self.in_channels,
             "latent_channels": self.latent_channels,
-            "sample_size": [self.sample_size.0, self.sample_size.1],
+            "sample_size": sizes_json(&self.sample_sizes),
         });
+        if let Some(m) = v.as_object_mut() {
+            if self.slicing {
+                m.insert("slicing".into(), json!(true));
+            }
+            if self.tiling.enabled {
+                m.insert("tiling".into(), self.tiling.to_json());
+            }
+        }
         if let (Some(w), Some(m)) = (self.winograd, v.as_object_mut()) {
             m.insert("winograd".into(), json!(w));
         }
@@ -378,6 +461,14 @@ impl RBLNAutoencoderKLConfig {
     /// [`Self::to_json`], pretty-printed.
     pub fn to_json_string(&self) -> String {
         serde_json::to_string_pretty(&self.to_json()).expect("a JSON value always serializes")
+    }
+}
+
+/// One size as `[h, w]`, several as `[[h, w], ...]`.
+fn sizes_json(sizes: &[(usize, usize)]) -> Value {
+    match sizes {
+        [(h, w)] => json!([h, w]),
+        many => Value::Array(many.iter().map(|(h, w)| json!([h, w])).collect()),
     }
 }
 

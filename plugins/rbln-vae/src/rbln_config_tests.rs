@@ -295,3 +295,58 @@ fn memory_budget_is_a_compile_time_field() {
         );
     }
 }
+
+#[test]
+fn sample_size_lists() {
+    let c = export(r#"{"sample_size": [[1024, 1024], [1152, 896], 768]}"#).unwrap();
+    assert_eq!(c.sample_size, (1024, 1024));
+    assert_eq!(c.sample_sizes, vec![(1024, 1024), (1152, 896), (768, 768)]);
+    assert_eq!(
+        c.to_json()["sample_size"],
+        json!([[1024, 1024], [1152, 896], [768, 768]])
+    );
+    // One size is written as before; a list of one equals it.
+    assert_eq!(
+        export(r#"{"sample_size": [[512, 768]]}"#)
+            .unwrap()
+            .to_json()["sample_size"],
+        json!([512, 768])
+    );
+    for (bad, says) in [
+        (r#"{"sample_size": [[512, 512], 512]}"#, "twice"),
+        (r#"{"sample_size": []}"#, "empty"),
+        (r#"{"sample_size": [[512, 516]]}"#, "[512, 516]"),
+        (r#"{"sample_size": [[512, 0]]}"#, "sample_size"),
+    ] {
+        let e = export(bad).unwrap_err();
+        assert!(e.message().contains(says), "{bad}: {e}");
+    }
+    // The stored list is frozen on load, compared as values.
+    let stored = export(r#"{"sample_size": [[512, 512], [768, 512]]}"#)
+        .unwrap()
+        .to_json();
+    let load = |u: &str| RBLNAutoencoderKLConfig::for_load(&stored, &user(u));
+    assert!(load(r#"{"sample_size": [512, [768, 512]]}"#).is_ok());
+    let e = load(r#"{"sample_size": 512}"#).unwrap_err();
+    assert!(e.message().contains("sample_size"), "{e}");
+}
+
+#[test]
+fn tiling_and_slicing_fields() {
+    let c = export(r#"{"tiling": true, "slicing": true}"#).unwrap();
+    assert!(c.slicing && c.tiling.enabled);
+    // The tile defaults to config.json's sample_size, as in diffusers.
+    assert_eq!(c.tiling.tile_sample_min_size, Some(512));
+    assert_eq!(c.compiled_sizes(), vec![(512, 512)]);
+    let c = export(r#"{"sample_size": 1024, "tiling": {"tile_sample_min_size": 256}}"#).unwrap();
+    assert_eq!(c.compiled_sizes(), vec![(1024, 1024), (256, 256)]);
+    let stored = c.to_json();
+    assert_eq!(stored["tiling"]["tile_sample_min_size"], json!(256));
+    let back = RBLNAutoencoderKLConfig::for_load(&stored, &user("{}")).unwrap();
+    assert_eq!(back.tiling, c.tiling);
+    let e = RBLNAutoencoderKLConfig::for_load(&stored, &user(r#"{"tiling": false}"#)).unwrap_err();
+    assert!(e.message().contains("tiling"), "{e}");
+    assert!(export(r#"{"tiling": {"tile_sample_min_size": 100}}"#).is_err());
+    assert!(export(r#"{"tiling": "yes"}"#).is_err());
+    assert!(export(r#"{"slicing": 1}"#).is_err());
+}

@@ -22,10 +22,13 @@ use std::sync::{Mutex, OnceLock};
 pub(crate) struct Part {
     /// `encoder` or `decoder`.
     pub name: &'static str,
+    /// The input and output at the first `sample_size`.
     pub input: TensorSpec,
     pub output: TensorSpec,
     /// The devices it runs on, its timeout and profiling.
     placement: Placement,
+    /// The input of every compiled shape (see `RBLNAutoencoderKLConfig::compiled_sizes`).
+    pub shapes: Vec<TensorSpec>,
     artifact: Artifact,
     runtime: Runtime,
 }
@@ -103,49 +106,102 @@ fn report(progress: &ProgressBox, stage: &str, done: u64, total: u64) {
     progress.report(RStr::from(stage), done, total);
 }
 
+/// The output shape of part `name` for input shape `x` (`[B, C, h, w]`), or `None` if that
+/// overflows.
+fn output_shape(
+    rc: &RBLNAutoencoderKLConfig,
+    vae: &AutoencoderKLConfig,
+    name: &str,
+    x: &[usize],
+) -> Option<Vec<usize>> {
+    let vsf = rc.vae_scale_factor;
+    if name == ENCODER.0 {
+        Some(vec![x[0], 2 * rc.latent_channels, x[2] / vsf, x[3] / vsf])
+    } else {
+        Some(vec![
+            x[0],
+            vae.out_channels,
+            x[2].checked_mul(vsf)?,
+            x[3].checked_mul(vsf)?,
+        ])
+    }
+}
+
+/// The input and output signatures of part `name` at image size `hw`.
 fn specs(
     rc: &RBLNAutoencoderKLConfig,
     vae: &AutoencoderKLConfig,
     name: &str,
+    hw: (usize, usize),
 ) -> (TensorSpec, TensorSpec) {
-    let (h, w) = rc.sample_size;
-    let (lh, lw) = rc.latent_sample_size();
-    let b = rc.batch_size;
-    if name == ENCODER.0 {
-        (
-            TensorSpec::f32(ENCODER.1, &rc.image_input_shape()),
-            TensorSpec::f32(ENCODER.2, &[b, 2 * rc.latent_channels, lh, lw]),
-        )
-    } else {
-        (
-            TensorSpec::f32(DECODER.1, &rc.latent_shape()),
-            TensorSpec::f32(DECODER.2, &[b, vae.out_channels, h, w]),
-        )
+    let x = rc.part_shape(name, hw);
+    let y = output_shape(rc, vae, name, &x).expect("validated sizes");
+    let names = if name == ENCODER.0 { ENCODER } else { DECODER };
+    (TensorSpec::f32(names.1, &x), TensorSpec::f32(names.2, &y))
+}
+
+/// What a part's executable must hold: the input and output of its first plan and the inputs
+/// of every plan.
+struct Expected {
+    first: (TensorSpec, TensorSpec),
+    shapes: Vec<TensorSpec>,
+}
+
+fn expected(rc: &RBLNAutoencoderKLConfig, vae: &AutoencoderKLConfig, name: &str) -> Expected {
+    let sizes = rc.compiled_sizes();
+    Expected {
+        first: specs(rc, vae, name, reference_size(&sizes)),
+        shapes: sizes.iter().map(|&hw| specs(rc, vae, name, hw).0).collect(),
     }
 }
 
+/// The size a part's graph is built and packed for: the largest (then the first listed);
+/// every other size is planned from it.
+fn reference_size(sizes: &[(usize, usize)]) -> (usize, usize) {
+    let mut best = sizes[0];
+    for &s in sizes {
+        if s.0 * s.1 > best.0 * best.1 {
+            best = s;
+        }
+    }
+    best
+}
+
 /// Loads `artifact` on `device` where `placement` says and checks its signature against the
-/// expected `input` and `output`.
+/// expected shapes `want`.
 fn load_exe(
     device: &DeviceBox,
     placement: &Placement,
     name: &str,
     artifact: &[u8],
-    input: &TensorSpec,
-    output: &TensorSpec,
+    want: &Expected,
 ) -> Result<Replicas, PluginError> {
+    let (input, output) = &want.first;
     let replicas = placement
         .load(device, artifact)
         .map_err(|e| e.context(format!("loading the {name} executable")))?;
     let exe = replicas.first();
     let (ins, outs) = (exe.inputs().into_vec(), exe.outputs().into_vec());
+    let fmt = |v: &[TensorSpec]| {
+        v.iter()
+            .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut have: Vec<TensorSpec> = exe.shapes().into_iter().flat_map(RVec::into_vec).collect();
+    let mut shapes = want.shapes.clone();
+    let key = |s: &TensorSpec| s.shape.to_vec();
+    have.sort_by_key(key);
+    shapes.sort_by_key(key);
+    if have != shapes {
+        return Err(PluginError::invalid(format!(
+            "the {name} executable is compiled for inputs ({}) but {RBLN_CONFIG_FILE} implies \
+             ({}); recompile the model",
+            fmt(&have),
+            fmt(&shapes)
+        )));
+    }
     if ins != [input.clone()] || outs != [output.clone()] {
-        let fmt = |v: &[TensorSpec]| {
-            v.iter()
-                .map(|s| format!("{} {}", s.name, shape_str(&s.shape())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         return Err(PluginError::invalid(format!(
             "the {name} executable has inputs ({}) and outputs ({}) but {RBLN_CONFIG_FILE} \
              implies inputs ({}) and outputs ({})",
@@ -201,12 +257,13 @@ fn load_part(
     name: &'static str,
     compiled: Compiled,
     (input, output): (TensorSpec, TensorSpec),
+    want: Expected,
 ) -> Result<Part, PluginError> {
     let artifact: &[u8] = match &compiled {
         Compiled::Bytes(b) => b,
         Compiled::File(_, m) => m,
     };
-    let load = || load_exe(device, &placement, name, artifact, &input, &output);
+    let load = || load_exe(device, &placement, name, artifact, &want);
     let runtime = match when {
         When::Never => Runtime::None,
         When::Now => Runtime::Loaded(load()?),
@@ -231,6 +288,7 @@ fn load_part(
         input,
         output,
         placement,
+        shapes: want.shapes,
         artifact,
         runtime,
     })
@@ -355,7 +413,8 @@ impl RBLNAutoencoderKL {
             plan(&rc, p.name, name, &backend.device)?;
         }
         let options = rc.compile_options_json();
-        let (h, w) = rc.sample_size;
+        let sizes = rc.compiled_sizes();
+        let (h, w) = reference_size(&sizes);
         let mut parts = Vec::new();
         for p in rc.parts() {
             // Errors name the fields that size the graph (e.g. a plan beyond the memory budget).
@@ -366,19 +425,34 @@ impl RBLNAutoencoderKL {
                 build_decoder(&model, rc.batch_size, h, w)
             }
             .map_err(|e| e.context(&what))?;
+            // The other sizes are planned from the packed weights of the largest.
+            let extra: RVec<RVec<RVec<u64>>> = sizes
+                .iter()
+                .filter(|&&s| s != (h, w))
+                .map(|&s| {
+                    let shape = rc.part_shape(p.name, s).into_iter().map(|d| d as u64);
+                    RVec::from(vec![shape.collect::<RVec<u64>>()])
+                })
+                .collect();
             let artifact = backend
                 .compiler
-                .compile(graph.into_blob()?, RStr::from(options.as_str()), progress)
+                .compile_shapes(
+                    graph.into_blob()?,
+                    extra,
+                    RStr::from(options.as_str()),
+                    progress,
+                )
                 .into_result()
                 .map_err(|e| e.context(&what))?
                 .into_vec();
-            let io = specs(&rc, &model.config, p.name);
+            let io = specs(&rc, &model.config, p.name, rc.sample_size);
             parts.push(load_part(
                 &backend.device,
                 plan(&rc, p.name, name, &backend.device)?,
                 p.name,
                 Compiled::Bytes(artifact),
                 io,
+                expected(&rc, &model.config, p.name),
             )?);
         }
         Self::assemble(rc, model.config, parts, backend, name)
@@ -457,7 +531,7 @@ impl RBLNAutoencoderKL {
         for p in rc.parts() {
             let file = format!("{}.{ext}", p.name);
             let mapped = map(&dir.join(&file))?;
-            let io = specs(&rc, &vae, p.name);
+            let io = specs(&rc, &vae, p.name, rc.sample_size);
             let source = std::path::absolute(dir.join(&file)).unwrap_or_else(|_| dir.join(&file));
             let placed =
                 plan(&rc, p.name, name, &backend.device).map_err(|e| e.context(dir.display()))?;
@@ -467,6 +541,7 @@ impl RBLNAutoencoderKL {
                 p.name,
                 Compiled::File(source, mapped),
                 io,
+                expected(&rc, &vae, p.name),
             )
             .map_err(|e| {
                 e.context(format!(
@@ -519,6 +594,11 @@ impl RBLNAutoencoderKL {
         write_dir_atomically(dir, &files, &target)
     }
 
+    /// Runs `part` on `x`: a batch beyond the compiled one in chunks (`slicing`), each chunk
+    /// on its compiled plan, in tiles (`tiling`, when larger than the tile) or on a plan made
+    /// for its shape on first use (`tiling`, or a last chunk smaller than the batch).
+    /// `timeout` (seconds; else the part's own) bounds the whole call, every chunk and tile
+    /// included.
     fn run(
         &self,
         part: &Part,
@@ -526,59 +606,139 @@ impl RBLNAutoencoderKL {
         x: &Tensor,
         timeout: Option<f64>,
     ) -> Result<Tensor, PluginError> {
+        let rc = &self.rbln_config;
+        let shape = x.shape();
         let want = part.input.shape();
-        if x.shape() != want {
+        let compiled = || {
+            part.shapes
+                .iter()
+                .map(|s| shape_str(&s.shape()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if shape.len() != 4 || shape[1] != want[1] || shape[0] == 0 {
             return Err(PluginError::invalid(format!(
-                "{method}: input '{}' has shape {} but the model was compiled for {} \
-                 (batch_size {}, sample_size {:?}); recompile for other shapes",
+                "{method}: input '{}' has shape {} but the model takes [B, {}, H, W] (compiled \
+                 shapes: {})",
                 part.input.name,
-                shape_str(&x.shape()),
-                shape_str(&want),
-                self.rbln_config.batch_size,
-                self.rbln_config.sample_size
+                shape_str(&shape),
+                want[1],
+                compiled()
+            )));
+        }
+        let b = rc.batch_size;
+        if shape[0] > b && !rc.slicing {
+            return Err(PluginError::invalid(format!(
+                "{method}: input '{}' has {} rows but the model was compiled for batch_size {b}; \
+                 compile with slicing: true to run larger batches in chunks of {b}",
+                part.input.name, shape[0]
+            )));
+        }
+        if shape[0] < b && !rc.tiling.enabled {
+            return Err(PluginError::invalid(format!(
+                "{method}: input '{}' has {} rows but the model was compiled for batch_size {b}",
+                part.input.name, shape[0]
             )));
         }
         let replicas = self.executable(part, method)?;
-        let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), x.clone())]);
-        let lease = replicas.lease();
-        let ran = match timeout {
-            Some(t) => {
-                let options = serde_json::json!({ "timeout": t }).to_string();
-                lease.exe().run_with(inputs, options.as_str().into())
-            }
-            None => lease.exe().run(inputs),
-        };
-        drop(lease);
-        let outputs = ran.into_result().map_err(|e| {
-            let e = e.context(format!("{method}: running the {}", part.name));
-            if e.is_timeout() {
-                let limit = timeout.or(part.placement.timeout).unwrap_or(0.0);
-                e.context(format!(
-                    "model {}, part {}, timeout {limit} s",
-                    self.name, part.name
-                ))
-            } else {
-                e
-            }
-        })?;
-        let out = outputs
-            .into_iter()
-            .find(|o| o.name == part.output.name)
-            .ok_or_else(|| {
-                PluginError::internal(format!(
-                    "{method}: the {} returned no '{}' output",
-                    part.name, part.output.name
-                ))
-            })?;
-        if out.tensor.shape() != part.output.shape() {
-            return Err(PluginError::internal(format!(
-                "{method}: the {} returned shape {}, expected {}",
-                part.name,
-                shape_str(&out.tensor.shape()),
-                shape_str(&part.output.shape())
+        let compiled_size = part.shapes.iter().any(|s| s.shape()[2..] == shape[2..]);
+        if !compiled_size && !rc.tiling.enabled {
+            return Err(PluginError::invalid(format!(
+                "{method}: input '{}' has shape {} but the model was compiled for {} ({}); \
+                 recompile for other shapes, or with tiling",
+                part.input.name,
+                shape_str(&shape),
+                compiled(),
+                rc.size_fields()
             )));
         }
-        Ok(out.tensor)
+        let limit = timeout.or(part.placement.timeout);
+        let start = std::time::Instant::now();
+        let run_one = |t: &Tensor, any: bool| -> Result<Tensor, PluginError> {
+            let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), t.clone())]);
+            let mut options = serde_json::Map::new();
+            if let Some(limit) = limit {
+                let left = (limit - start.elapsed().as_secs_f64()).max(0.0);
+                options.insert("timeout".into(), left.into());
+            }
+            if any {
+                options.insert("any_shape".into(), true.into());
+            }
+            let lease = replicas.lease();
+            let ran = if options.is_empty() {
+                lease.exe().run(inputs)
+            } else {
+                let options = Value::Object(options).to_string();
+                lease.exe().run_with(inputs, options.as_str().into())
+            };
+            drop(lease);
+            let outputs = ran.into_result().map_err(|e| {
+                let e = e.context(format!("{method}: running the {}", part.name));
+                if e.is_timeout() {
+                    e.context(format!(
+                        "model {}, part {}, timeout {} s",
+                        self.name,
+                        part.name,
+                        limit.unwrap_or(0.0)
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            let out = outputs
+                .into_iter()
+                .find(|o| o.name == part.output.name)
+                .ok_or_else(|| {
+                    PluginError::internal(format!(
+                        "{method}: the {} returned no '{}' output",
+                        part.name, part.output.name
+                    ))
+                })?;
+            let expect = output_shape(rc, &self.vae_config, part.name, &t.shape());
+            if Some(out.tensor.shape()) != expect {
+                return Err(PluginError::internal(format!(
+                    "{method}: the {} returned shape {}, expected {:?}",
+                    part.name,
+                    shape_str(&out.tensor.shape()),
+                    expect
+                )));
+            }
+            Ok(out.tensor)
+        };
+        let geometry = rc.tiling.geometry(rc.vae_scale_factor);
+        let tiles = if part.name == ENCODER.0 {
+            geometry.encode
+        } else {
+            geometry.decode
+        };
+        let run_chunk = |t: &Tensor| -> Result<Tensor, PluginError> {
+            let s = t.shape();
+            if part.shapes.iter().any(|c| c.shape() == s) {
+                run_one(t, false)
+            } else if rc.tiling.enabled && (s[2] > tiles.tile || s[3] > tiles.tile) {
+                crate::tiling::run_tiled(t, tiles, |tile| run_one(tile, true))
+            } else {
+                run_one(t, true)
+            }
+        };
+        if shape[0] <= b {
+            return run_chunk(x);
+        }
+        let row = shape[1] * shape[2] * shape[3];
+        let mut data = Vec::new();
+        let mut out_shape = Vec::new();
+        for start in (0..shape[0]).step_by(b) {
+            let n = b.min(shape[0] - start);
+            let chunk = Tensor::new(
+                vec![n, shape[1], shape[2], shape[3]],
+                x.data()[start * row..(start + n) * row].to_vec(),
+            )?;
+            let y = run_chunk(&chunk)?;
+            out_shape = y.shape();
+            data.extend_from_slice(y.data());
+        }
+        out_shape[0] = shape[0];
+        Tensor::new(out_shape, data)
     }
 
     /// The executable of `part`, created now if it is made on first use.
@@ -604,15 +764,9 @@ impl RBLNAutoencoderKL {
                 .artifact
                 .bytes()
                 .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
-            let made = load_exe(
-                &self.device,
-                &part.placement,
-                part.name,
-                &bytes,
-                &part.input,
-                &part.output,
-            )
-            .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
+            let want = expected(&self.rbln_config, &self.vae_config, part.name);
+            let made = load_exe(&self.device, &part.placement, part.name, &bytes, &want)
+                .map_err(|e| e.context(format!("{method}: creating the {} runtime", part.name)))?;
             let _ = exe.set(made);
         }
         Ok(exe.get().expect("set above under the lock"))

@@ -87,12 +87,12 @@ fn main() {
     let graph = g.finish().expect("a valid graph");
     let bytes = rbln_npu::compiler::compile(graph, "{}", &|_, _, _| {}).expect("compile");
     write(&root.join("artifact"), "tiny.rbln", &bytes);
-    let payload = &bytes[rbln_npu::artifact::HEADER_LEN..];
-    let plan_len = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")) as usize;
+    // artifact_plan wraps a plan in the one-plan layout of format version 3.
+    let plan = rbln_npu::artifact::decode(&bytes).expect("decode");
     write(
         &root.join("artifact_plan"),
         "tiny.json",
-        &payload[8..8 + plan_len],
+        &serde_json::to_vec(&plan).expect("serialize"),
     );
     let z: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
     let json_dir = root.join("oip_json");

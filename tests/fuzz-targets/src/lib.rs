@@ -161,7 +161,7 @@ pub fn artifact_plan(data: &[u8]) {
     payload.resize(payload.len() + floats as usize * 4, 0);
     let mut bytes = Vec::with_capacity(rbln_npu::artifact::HEADER_LEN + payload.len());
     bytes.extend_from_slice(&rbln_npu::artifact::MAGIC);
-    bytes.extend_from_slice(&rbln_npu::artifact::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&rbln_npu::artifact::FORMAT_VERSION_SINGLE.to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&payload);

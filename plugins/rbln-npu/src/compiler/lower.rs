@@ -33,7 +33,7 @@ pub fn lower(graph: Graph, node_shapes: Vec<Vec<usize>>, target: Target) -> Prog
                 name: c.name,
                 layout: Layout::Plain,
                 len: c.data.len(),
-                data: c.data,
+                data: std::sync::Arc::new(c.data),
             });
             values.len() - 1
         })

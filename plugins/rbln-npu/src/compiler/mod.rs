@@ -5,6 +5,7 @@ pub mod lower;
 pub mod memory_plan;
 pub mod options;
 pub mod passes;
+pub mod replan;
 
 use crate::artifact;
 use crate::program::{Program, Target};
@@ -63,6 +64,42 @@ pub fn compile(
     let program = build_program(graph, target, progress)?;
     progress(&stage, 0, 1);
     let bytes = artifact::encode(&program)?;
+    progress(&stage, 1, 1);
+    Ok(bytes)
+}
+
+/// Compiles `graph` for its own input shapes, then plans it for every set of input shapes in
+/// `extra` (one shape per graph input) from the same packed weights ([`replan::replan`]), and
+/// serializes all the plans into one artifact that stores the weights once. Plans keep the
+/// order: the graph's own shapes first. A set of shapes given twice is an error.
+pub fn compile_shapes(
+    graph: Graph,
+    extra: &[Vec<Vec<usize>>],
+    options_json: &str,
+    progress: ProgressFn<'_>,
+) -> Result<Vec<u8>, PluginError> {
+    let target = options::parse_options(options_json)?;
+    let name = graph.name.clone();
+    let own: Vec<Vec<usize>> = graph.inputs.iter().map(|i| i.shape.clone()).collect();
+    for (k, s) in extra.iter().enumerate() {
+        if *s == own || extra[..k].contains(s) {
+            return Err(PluginError::invalid(format!(
+                "graph '{name}': the input shapes {s:?} are given twice"
+            )));
+        }
+    }
+    let program = build_program(graph, target, progress)?;
+    let mut plans = vec![program];
+    let n = extra.len() as u64;
+    let stage = format!("{name}: plan shapes");
+    for (k, s) in extra.iter().enumerate() {
+        progress(&stage, k as u64, n);
+        plans.push(replan::replan(&plans[0], s)?);
+    }
+    progress(&stage, n, n);
+    let stage = format!("{name}: serialize");
+    progress(&stage, 0, 1);
+    let bytes = artifact::encode_plans(&plans)?;
     progress(&stage, 1, 1);
     Ok(bytes)
 }

@@ -14,6 +14,7 @@ mod validate;
 use crate::kernels::winograd;
 use plugin_api::graph::{Activation, Op};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Index into [`Program::values`].
 pub type ValueId = usize;
@@ -166,9 +167,10 @@ pub struct Weight {
     pub layout: Layout,
     /// Stored floats.
     pub len: usize,
-    /// The floats (stored after the plan in the artifact, not in its JSON).
+    /// The floats (stored after the plan in the artifact, not in its JSON), shared by every
+    /// plan of a multi-shape artifact.
     #[serde(skip)]
-    pub data: Vec<f32>,
+    pub data: Arc<Vec<f32>>,
 }
 
 /// What a step reads an operand for (see [`Step::slot`]).
@@ -411,7 +413,7 @@ impl Program {
             name,
             layout,
             len: data.len(),
-            data,
+            data: Arc::new(data),
         });
         self.values.push(Value {
             shape,
@@ -436,7 +438,7 @@ impl Program {
         if in_place {
             let wt = &mut self.weights[w];
             wt.len = data.len();
-            wt.data = data;
+            wt.data = Arc::new(data);
             wt.layout = layout;
             return v;
         }

@@ -73,18 +73,27 @@ impl RunOptions {
         Ok(o)
     }
 
-    /// The `timeout` of run options `{"timeout": seconds}`, if given.
-    pub fn run_timeout(options_json: &str) -> Result<Option<Duration>, PluginError> {
+    /// Run options `{"timeout": seconds, "any_shape": bool}`, both optional.
+    pub fn per_run(options_json: &str) -> Result<PerRun, PluginError> {
         let bad = |m: String| PluginError::invalid(format!("run options: {m}"));
         let m = parse_object(options_json).map_err(bad)?;
-        let mut timeout = None;
+        let mut run = PerRun::default();
         for (k, v) in &m {
-            if k != "timeout" {
-                return Err(bad(format!("unknown option '{k}' (the option is timeout)")));
+            match k.as_str() {
+                "timeout" => run.timeout = Some(seconds(v).map_err(bad)?),
+                "any_shape" => {
+                    run.any_shape = v.as_bool().ok_or_else(|| {
+                        bad(format!("any_shape must be true or false, got {v}"))
+                    })?
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option '{k}' (the options are timeout and any_shape)"
+                    )))
+                }
             }
-            timeout = Some(seconds(v).map_err(bad)?);
         }
-        Ok(timeout)
+        Ok(run)
     }
 
     /// The `device` of load options, if given.
@@ -161,6 +170,15 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
         Ok(other) => Err(format!("must be a JSON object, got {other}")),
         Err(e) => Err(format!("not valid JSON: {e}")),
     }
+}
+
+/// The options of one run ([`RunOptions::per_run`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PerRun {
+    /// Replaces the load-time timeout.
+    pub timeout: Option<Duration>,
+    /// Plans a shape no compiled plan has on first use.
+    pub any_shape: bool,
 }
 
 /// Runs every step of `src.program` on the device's pool (or the caller's), stopping with a

@@ -52,7 +52,7 @@ impl Pass for ConstantFold {
                 name: format!("{}#folded", st.name),
                 layout: Layout::Plain,
                 len: out.len(),
-                data: out,
+                data: out.into(),
             });
             p.values[out_v].def = Def::Weight(p.weights.len() - 1);
             remove[s] = true;
