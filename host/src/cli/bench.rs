@@ -18,8 +18,8 @@ use std::time::Instant;
 /// Arguments of `mlhost bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// A compiled model directory, or a diffusers directory (compiled with its defaults, plus the
-    /// encoder for `--method encode`).
+    /// A compiled model directory, or a diffusers directory or Hugging Face Hub id (org/name)
+    /// (compiled with its defaults, plus the encoder for `--method encode`).
     pub model_dir: PathBuf,
     /// The method to time.
     #[arg(long, value_enum)]
@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Subfolder, Hub revision and weights variant.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -91,6 +94,10 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         // Read by the plugins' thread pool when it starts, i.e. at the first compile or run.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
+    let args = &BenchArgs {
+        model_dir: args.source.resolve(&args.model_dir)?,
+        ..args.clone()
+    };
     let dir = args
         .model_dir
         .to_str()
@@ -103,6 +110,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         .model_class(&class_name)?
         .is_compiled_dir(dir.into());
     let mut kwargs = Map::new();
+    args.source.add_variant(&mut kwargs);
     if args.method == Method::Encode && !compiled {
         kwargs.insert("uses_encoder".into(), Value::Bool(true));
     }

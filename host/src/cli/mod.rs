@@ -9,6 +9,7 @@ pub use crate::error::UsageError;
 pub use backend::BackendArgs;
 
 mod backend;
+pub mod source;
 pub mod bench;
 pub mod compile;
 pub mod inspect;

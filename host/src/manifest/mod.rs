@@ -10,7 +10,10 @@
 //! models:
 //!   - name: vae
 //!     class: RBLNAutoencoderKL
-//!     model_id: ../models/default     # relative to this file
+//!     model_id: ../models/default     # relative to this file; or a Hub id, org/name
+//!     subfolder: vae                  # default: vae when the directory holds model_index.json
+//!     revision: main                  # a Hub id's branch, tag or commit
+//!     variant: fp16                   # diffusion_pytorch_model.fp16.safetensors
 //!     export: auto                    # true | false | auto
 //!     device: npu0
 //!     rbln_config: {batch_size: 4, uses_encoder: true}
@@ -106,7 +109,8 @@ pub struct ModelEntry {
     pub plugin: Option<String>,
     /// The model class (default: the only one loaded).
     pub class: Option<String>,
-    /// The model directory, relative to the manifest.
+    /// The model directory, relative to the manifest; or, when no such path exists, a Hugging
+    /// Face Hub id `org/name` (kept as written, [`ModelEntry::hub_id`]).
     pub model_id: PathBuf,
     /// Compile (`true`), load compiled (`false`) or decide by the directory (`auto`).
     #[serde(default)]
@@ -119,6 +123,17 @@ pub struct ModelEntry {
     /// Scheduling and queueing.
     #[serde(default)]
     pub serving: ServingOptions,
+    /// A subfolder of the directory or Hub repository (default: `vae` when it holds
+    /// `model_index.json`).
+    pub subfolder: Option<String>,
+    /// A Hub id's branch, tag or commit (default `main`).
+    pub revision: Option<String>,
+    /// The weights variant (`diffusion_pytorch_model.<variant>.safetensors`).
+    pub variant: Option<String>,
+    /// True when `model_id` names a Hub repository (no such path exists); the models layer
+    /// resolves it to a snapshot directory of the Hugging Face cache.
+    #[serde(skip)]
+    pub hub_id: bool,
 }
 
 /// `export`: `true`, `false` or `auto`.
@@ -299,7 +314,10 @@ impl Manifest {
         m.check(text)?;
         let base = file.parent().unwrap_or(Path::new("")).to_path_buf();
         for model in &mut m.models {
-            model.model_id = base.join(&model.model_id);
+            model.hub_id = !base.join(&model.model_id).exists();
+            if !model.hub_id {
+                model.model_id = base.join(&model.model_id);
+            }
         }
         m.text = text.to_string();
         Ok(m)
@@ -401,12 +419,48 @@ impl Manifest {
                 }
             }
             let dir = self.dir().join(&m.model_id);
-            if !dir.is_dir() {
-                let raw = m.model_id.display().to_string();
+            let raw = m.model_id.display().to_string();
+            if dir.exists() && !dir.is_dir() {
                 return Err(err(
                     "model_id",
                     &raw,
                     format!("models[{i}].model_id: {} is not a directory", dir.display()),
+                ));
+            }
+            if !dir.exists() {
+                if let Err(e) = crate::hub::RepoId::parse(&raw) {
+                    return Err(err(
+                        "model_id",
+                        &raw,
+                        format!(
+                            "models[{i}].model_id: {} is not a directory, and {e}",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+            use crate::hub::names::{check_repo_path, check_revision, check_variant};
+            let fields = [
+                ("subfolder", &m.subfolder, check_repo_path as fn(&str, &str) -> _),
+                ("revision", &m.revision, |v, _| check_revision(v)),
+                ("variant", &m.variant, |v, _| check_variant(v)),
+            ];
+            for (field, value, check) in fields {
+                if let Some(v) = value {
+                    if let Err(e) = check(v, field) {
+                        return Err(err(field, v, format!("models[{i}].{field}: {e}")));
+                    }
+                }
+            }
+            if let (Some(r), true) = (&m.revision, dir.is_dir()) {
+                return Err(err(
+                    "revision",
+                    r,
+                    format!(
+                        "models[{i}].revision: \"{r}\" applies to a Hugging Face Hub id, and \
+                         model_id {} is a local directory",
+                        dir.display()
+                    ),
                 ));
             }
         }
