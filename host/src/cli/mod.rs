@@ -9,7 +9,6 @@ pub use crate::error::UsageError;
 pub use backend::BackendArgs;
 
 mod backend;
-pub mod source;
 pub mod bench;
 pub mod compile;
 pub mod inspect;
@@ -18,6 +17,7 @@ pub mod plugins;
 pub mod roundtrip;
 pub mod run;
 pub mod serve;
+pub mod source;
 
 /// Top-level command line.
 #[derive(Debug, Parser)]

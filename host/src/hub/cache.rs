@@ -209,9 +209,14 @@ mod tests {
             root: dir.path().to_path_buf(),
         };
         let id = RepoId::parse("org/name").unwrap();
-        assert!(matches!(cache.lookup(&id, "main", "vae/config.json"), Lookup::Miss(l) if l[0].ends_with("refs/main")));
+        assert!(
+            matches!(cache.lookup(&id, "main", "vae/config.json"), Lookup::Miss(l) if l[0].ends_with("refs/main"))
+        );
         let blob = cache
-            .store_blob(&id, "abc", |f| f.write_all(b"{}").map_err(|e| HubError::io("w", Path::new("x"), e)))
+            .store_blob(&id, "abc", |f| {
+                f.write_all(b"{}")
+                    .map_err(|e| HubError::io("w", Path::new("x"), e))
+            })
             .unwrap();
         assert_eq!(blob, dir.path().join("models--org--name/blobs/abc"));
         let link = cache.link(&id, COMMIT, "vae/config.json", "abc").unwrap();
@@ -220,12 +225,23 @@ mod tests {
             PathBuf::from("../../../blobs/abc")
         );
         cache.write_ref(&id, "main", COMMIT).unwrap();
-        assert_eq!(cache.lookup(&id, "main", "vae/config.json"), Lookup::Found(link.clone()));
-        assert_eq!(cache.lookup(&id, COMMIT, "vae/config.json"), Lookup::Found(link));
+        assert_eq!(
+            cache.lookup(&id, "main", "vae/config.json"),
+            Lookup::Found(link.clone())
+        );
+        assert_eq!(
+            cache.lookup(&id, COMMIT, "vae/config.json"),
+            Lookup::Found(link)
+        );
         cache.mark_absent(&id, COMMIT, "model_index.json").unwrap();
-        assert_eq!(cache.lookup(&id, "main", "model_index.json"), Lookup::Absent);
+        assert_eq!(
+            cache.lookup(&id, "main", "model_index.json"),
+            Lookup::Absent
+        );
         match cache.lookup(&id, "main", "config.json") {
-            Lookup::Miss(looked) => assert!(looked[1].ends_with(format!("snapshots/{COMMIT}/config.json"))),
+            Lookup::Miss(looked) => {
+                assert!(looked[1].ends_with(format!("snapshots/{COMMIT}/config.json")))
+            }
             other => panic!("{other:?}"),
         }
         let names: Vec<String> = std::fs::read_dir(dir.path().join("models--org--name/blobs"))

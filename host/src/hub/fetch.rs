@@ -117,7 +117,12 @@ impl Hub {
                 self.cache.store_blob(id, &meta.etag, |f| {
                     remote.download(&meta, f, &stage, progress)
                 })?;
-                Ok(Ok(Some(self.cache.link(id, &meta.commit, path, &meta.etag)?)))
+                Ok(Ok(Some(self.cache.link(
+                    id,
+                    &meta.commit,
+                    path,
+                    &meta.etag,
+                )?)))
             }
             Ok(Head::Absent(commit)) => {
                 if let Some(c) = commit {
@@ -132,14 +137,9 @@ impl Hub {
                 self.unreachable = Some(why.clone());
                 Ok(self.from_cache(id, revision, rev, path, why, HubErrorKind::Unavailable))
             }
-            Err(Failure::Denied(why)) => Ok(self.from_cache(
-                id,
-                revision,
-                rev,
-                path,
-                why,
-                HubErrorKind::NotFound,
-            )),
+            Err(Failure::Denied(why)) => {
+                Ok(self.from_cache(id, revision, rev, path, why, HubErrorKind::NotFound))
+            }
             Err(Failure::Error(e)) => Err(e),
         }
     }

@@ -53,9 +53,6 @@ impl HubError {
 
     /// A failed cache write or read.
     pub fn io(what: impl std::fmt::Display, path: &std::path::Path, e: std::io::Error) -> HubError {
-        HubError::new(
-            HubErrorKind::Io,
-            format!("{what} {}: {e}", path.display()),
-        )
+        HubError::new(HubErrorKind::Io, format!("{what} {}: {e}", path.display()))
     }
 }

@@ -267,7 +267,8 @@ fn normalize_etag(etag: &str) -> Option<String> {
     let e = e.strip_prefix("W/").unwrap_or(e).trim_matches('"');
     (!e.is_empty()
         && e.len() <= 128
-        && e.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        && e.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
     .then(|| e.to_string())
 }
 

@@ -441,7 +441,11 @@ impl Manifest {
             }
             use crate::hub::names::{check_repo_path, check_revision, check_variant};
             let fields = [
-                ("subfolder", &m.subfolder, check_repo_path as fn(&str, &str) -> _),
+                (
+                    "subfolder",
+                    &m.subfolder,
+                    check_repo_path as fn(&str, &str) -> _,
+                ),
                 ("revision", &m.revision, |v, _| check_revision(v)),
                 ("variant", &m.variant, |v, _| check_variant(v)),
             ];

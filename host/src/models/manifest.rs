@@ -51,12 +51,15 @@ pub fn resolve_model_dirs(manifest: &mut Manifest) -> anyhow::Result<()> {
     let file = manifest.file.clone();
     for entry in &mut manifest.models {
         let progress = BarProgress::stderr();
-        let base = if entry.hub_id { base.as_path() } else { Path::new("") };
+        let base = if entry.hub_id {
+            base.as_path()
+        } else {
+            Path::new("")
+        };
         let dir = entry_source(entry).resolve(base, &progress);
         progress.finish();
-        entry.model_id = dir.with_context(|| {
-            format!("{}: model \"{}\"", file.display(), entry.name)
-        })?;
+        entry.model_id =
+            dir.with_context(|| format!("{}: model \"{}\"", file.display(), entry.name))?;
         entry.hub_id = false;
         entry.subfolder = None;
         entry.revision = None;

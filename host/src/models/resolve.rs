@@ -102,13 +102,7 @@ impl ModelSource {
         let context = || format!("model {id} (revision \"{revision}\") from the Hugging Face Hub");
         let mut hub = hub().with_context(context)?;
         self.resolve_hub(&mut hub, &id, revision, progress)
-            .with_context(|| {
-                format!(
-                    "{}: {} is no local directory",
-                    context(),
-                    local.display()
-                )
-            })
+            .with_context(|| format!("{}: {} is no local directory", context(), local.display()))
     }
 
     fn resolve_local(&self, local: &Path) -> anyhow::Result<PathBuf> {
@@ -135,7 +129,9 @@ impl ModelSource {
             None => return Ok(local.to_path_buf()),
         };
         if !dir.is_dir() {
-            return Err(UsageError(format!("model directory {} does not exist", dir.display())).into());
+            return Err(
+                UsageError(format!("model directory {} does not exist", dir.display())).into(),
+            );
         }
         Ok(dir)
     }

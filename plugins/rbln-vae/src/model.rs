@@ -68,7 +68,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = tiny_config(r#"{}"#);
         let w = random_weights(&c, 1);
-        write_checkpoint(dir.path(), &tiny_config_json("{}"), &w, safetensors::Dtype::F16).unwrap();
+        write_checkpoint(
+            dir.path(),
+            &tiny_config_json("{}"),
+            &w,
+            safetensors::Dtype::F16,
+        )
+        .unwrap();
         let fp16 = weights_file(Some("fp16")).unwrap();
         assert_eq!(fp16, "diffusion_pytorch_model.fp16.safetensors");
         std::fs::rename(dir.path().join(WEIGHTS_FILE), dir.path().join(&fp16)).unwrap();

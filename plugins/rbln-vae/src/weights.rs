@@ -19,7 +19,8 @@ pub fn weights_file(variant: Option<&str>) -> Result<String, PluginError> {
         None => Ok(WEIGHTS_FILE.to_string()),
         Some(v)
             if !v.is_empty()
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
         {
             Ok(format!("diffusion_pytorch_model.{v}.safetensors"))
         }
