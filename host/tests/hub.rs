@@ -631,5 +631,24 @@ fn reads_a_cache_written_by_huggingface_hub() {
         std::fs::read(work.path().join("hub/decoder.rbln")).unwrap(),
         std::fs::read(work.path().join("local/decoder.rbln")).unwrap()
     );
+    // A manifest naming the Hub model: `mlhost compile MANIFEST` reads the same snapshot.
+    let manifest = work.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "models:\n  - name: vae\n    model_id: org/tiny-vae\n    variant: fp16\n",
+    )
+    .unwrap();
+    let out = run(hub_cmd(plugins.path(), &cache, &home, None)
+        .arg("compile")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(work.path().join("manifest")));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read(work.path().join("manifest/vae/decoder.rbln")).unwrap(),
+        std::fs::read(work.path().join("local/decoder.rbln")).unwrap()
+    );
+    let compiled = std::fs::read_to_string(work.path().join("manifest/manifest.yaml")).unwrap();
+    assert!(!compiled.contains("variant"), "{compiled}");
     assert_eq!(tree(&cache), before, "reading the cache changes nothing");
 }

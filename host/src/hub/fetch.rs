@@ -157,7 +157,11 @@ impl Hub {
     ) -> Result<Option<PathBuf>, HubError> {
         match self.cache.lookup(id, rev, path) {
             Lookup::Found(p) => {
-                tracing::warn!("{id}: {why}; using the cached {}", p.display());
+                if self.settings.offline {
+                    tracing::debug!("{id}: {why}; using the cached {}", p.display());
+                } else {
+                    tracing::warn!("{id}: {why}; using the cached {}", p.display());
+                }
                 Ok(Some(p))
             }
             Lookup::Absent => Ok(None),

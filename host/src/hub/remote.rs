@@ -104,9 +104,7 @@ impl Remote {
                 Err(ureq::Error::Status(code, r)) => {
                     return self.status_failure(code, &r, &url, &what)
                 }
-                Err(ureq::Error::Transport(t)) => {
-                    return Err(Failure::Unreachable(format!("{url}: {t}")))
-                }
+                Err(ureq::Error::Transport(t)) => return Err(Failure::Unreachable(t.to_string())),
             };
             let relative = response
                 .header("Location")

@@ -586,6 +586,25 @@ mod tests {
     }
 
     #[test]
+    fn hub_ids_are_kept_as_written() {
+        let (_dir, m) = parse_in(
+            "models:\n  - name: vae\n    model_id: org/sd-vae\n    subfolder: vae\n    \
+             revision: v1.0\n    variant: fp16\n  - name: local\n    model_id: vae\n",
+        );
+        let m = m.unwrap();
+        let (hub, local) = (&m.models[0], &m.models[1]);
+        assert!(hub.hub_id && !local.hub_id);
+        assert_eq!(hub.model_id, PathBuf::from("org/sd-vae"));
+        assert_eq!(hub.subfolder.as_deref(), Some("vae"));
+        assert_eq!(hub.revision.as_deref(), Some("v1.0"));
+        assert_eq!(hub.variant.as_deref(), Some("fp16"));
+        assert!(local.model_id.is_dir());
+        let e = error("models:\n  - name: vae\n    model_id: org/x\n    subfolder: ../up\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("models[0].subfolder"), "{e}");
+    }
+
+    #[test]
     fn missing_model_dir_and_duplicate_names_are_errors() {
         let e = error("models:\n  - name: vae\n    model_id: nowhere\n");
         assert_eq!(e.line, 3, "{e}");

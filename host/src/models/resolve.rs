@@ -99,10 +99,15 @@ impl ModelSource {
             ))
         })?;
         let revision = self.revision.as_deref().unwrap_or("main");
-        let context = || format!("model {id} (revision \"{revision}\") from the Hugging Face Hub");
+        let context = || {
+            format!(
+                "{} is no local directory, so it names a Hugging Face Hub model",
+                local.display()
+            )
+        };
         let mut hub = hub().with_context(context)?;
         self.resolve_hub(&mut hub, &id, revision, progress)
-            .with_context(|| format!("{}: {} is no local directory", context(), local.display()))
+            .with_context(context)
     }
 
     fn resolve_local(&self, local: &Path) -> anyhow::Result<PathBuf> {
