@@ -11,8 +11,8 @@
 //! Every file is written to a temporary sibling and renamed into place, so a killed download
 //! never leaves a partial blob, ref or link.
 
-use super::names::is_commit_hash;
-use super::{HubError, RepoId};
+use super::error::HubError;
+use super::names::{is_commit_hash, RepoId};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,9 +11,10 @@
 //! of the same repository and revision comes from the same snapshot.
 
 use super::cache::{Cache, Lookup};
-use super::names::{check_repo_path, check_revision, is_commit_hash};
+use super::error::{HubError, HubErrorKind};
+use super::names::{check_repo_path, check_revision, is_commit_hash, RepoId};
 use super::remote::{Failure, Head, Remote};
-use super::{HubError, HubErrorKind, RepoId, Settings};
+use super::settings::Settings;
 use plugin_api::Progress;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,7 +93,7 @@ impl Hub {
             }
         }
         if self.settings.offline {
-            return Ok(self.from_cache(
+            return Ok(self.cached(
                 id,
                 revision,
                 rev,
@@ -102,7 +103,7 @@ impl Hub {
             ));
         }
         if let Some(why) = self.unreachable.clone() {
-            return Ok(self.from_cache(id, revision, rev, path, why, HubErrorKind::Unavailable));
+            return Ok(self.cached(id, revision, rev, path, why, HubErrorKind::Unavailable));
         }
         match self.remote.head(id, rev, path) {
             Ok(Head::Found(meta)) => {
@@ -135,10 +136,10 @@ impl Hub {
             Err(Failure::Unreachable(why)) => {
                 let why = format!("no endpoint answered ({why})");
                 self.unreachable = Some(why.clone());
-                Ok(self.from_cache(id, revision, rev, path, why, HubErrorKind::Unavailable))
+                Ok(self.cached(id, revision, rev, path, why, HubErrorKind::Unavailable))
             }
             Err(Failure::Denied(why)) => {
-                Ok(self.from_cache(id, revision, rev, path, why, HubErrorKind::NotFound))
+                Ok(self.cached(id, revision, rev, path, why, HubErrorKind::NotFound))
             }
             Err(Failure::Error(e)) => Err(e),
         }
@@ -146,7 +147,7 @@ impl Hub {
 
     /// The cache's answer for `path`; a miss is an error of `kind` (the inner `Err`) saying
     /// `why` the endpoint was not used.
-    fn from_cache(
+    fn cached(
         &self,
         id: &RepoId,
         revision: &str,

@@ -1,7 +1,7 @@
 //! The names the Hub takes: repository ids, revisions, file paths in a repository, weight
 //! variants; each checked before it reaches a URL or a cache path.
 
-use super::HubError;
+use super::error::HubError;
 use std::fmt;
 
 /// A model repository id, `org/name` (letters, digits, `-`, `_`, `.`; at most 96 characters,

@@ -2,8 +2,8 @@
 //! size (following only relative redirects, as huggingface_hub does), then a GET of the
 //! location it names (a CDN's signed URL, sent no token).
 
-use super::names::RepoId;
-use super::{HubError, HubErrorKind};
+use super::error::{HubError, HubErrorKind};
+use super::names::{is_commit_hash, RepoId};
 use plugin_api::Progress;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -131,7 +131,7 @@ impl Remote {
             )))
         };
         let commit = header("X-Repo-Commit").ok_or_else(|| unusable("no X-Repo-Commit header"))?;
-        if !super::is_commit_hash(&commit) {
+        if !is_commit_hash(&commit) {
             return Err(unusable("X-Repo-Commit is not a commit hash"));
         }
         let etag = header("X-Linked-Etag")
@@ -171,7 +171,7 @@ impl Remote {
             (404, "EntryNotFound") => Ok(Head::Absent(
                 response
                     .header("X-Repo-Commit")
-                    .filter(|c| super::is_commit_hash(c))
+                    .filter(|c| is_commit_hash(c))
                     .map(str::to_string),
             )),
             (404, "RevisionNotFound") => Err(Failure::Error(HubError::new(

@@ -1,7 +1,7 @@
 //! Where the cache is, which endpoint to ask and with which token, read from the environment
 //! variables huggingface_hub reads.
 
-use super::HubError;
+use super::error::HubError;
 use std::path::PathBuf;
 
 /// The default endpoint.
