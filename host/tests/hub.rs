@@ -334,6 +334,20 @@ fn compile(cmd: &mut Command, id: &str, out: &Path, extra: &[&str]) -> Outcome {
 
 const VAE_FP16: &[&str] = &["--subfolder", "vae", "--variant", "fp16"];
 
+/// The decoder that compiling the local fixture `f16_weights/` (into `work/local`) writes: what a
+/// compile of the Hub copy of its weights must write too.
+fn compiled_locally(plugins: &Path, work: &Path) -> Vec<u8> {
+    let out = run(mlhost()
+        .arg("--plugin-dir")
+        .arg(plugins)
+        .arg("compile")
+        .arg(fixture("f16_weights"))
+        .arg("-o")
+        .arg(work.join("local")));
+    assert_eq!(out.code, 0, "{out:?}");
+    std::fs::read(work.join("local/decoder.rbln")).unwrap()
+}
+
 #[test]
 fn downloads_into_huggingface_hubs_layout_then_compiles_offline() {
     let plugins = plugin_dir(&[RBLN_NPU, RBLN_VAE]);
@@ -421,17 +435,11 @@ fn downloads_into_huggingface_hubs_layout_then_compiles_offline() {
         assert_eq!(out.code, 0, "{rev}: {out:?}");
     }
     // And the same compile as from the local fixture: the variant's weights were read.
-    let local = compile(
-        &mut hub_cmd(plugins.path(), &cache, &home, None),
-        fixture("f16_weights").to_str().unwrap(),
-        &work.path().join("local"),
-        &[],
-    );
-    assert_eq!(local.code, 0, "{local:?}");
+    let local = compiled_locally(plugins.path(), work.path());
     for dir in ["online", "pipeline", "offline", "offline-commit"] {
         assert_eq!(
             std::fs::read(work.path().join(dir).join("decoder.rbln")).unwrap(),
-            std::fs::read(work.path().join("local/decoder.rbln")).unwrap(),
+            local,
             "{dir}"
         );
     }
@@ -620,16 +628,10 @@ fn reads_a_cache_written_by_huggingface_hub() {
         VAE_FP16,
     );
     assert_eq!(out.code, 0, "{out:?}");
-    let local = compile(
-        &mut hub_cmd(plugins.path(), &cache, &home, None),
-        fixture("f16_weights").to_str().unwrap(),
-        &work.path().join("local"),
-        &[],
-    );
-    assert_eq!(local.code, 0, "{local:?}");
+    let local = compiled_locally(plugins.path(), work.path());
     assert_eq!(
         std::fs::read(work.path().join("hub/decoder.rbln")).unwrap(),
-        std::fs::read(work.path().join("local/decoder.rbln")).unwrap()
+        local
     );
     // A manifest naming the Hub model: `mlhost compile MANIFEST` reads the same snapshot.
     let manifest = work.path().join("m.yaml");
@@ -646,7 +648,7 @@ fn reads_a_cache_written_by_huggingface_hub() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         std::fs::read(work.path().join("manifest/vae/decoder.rbln")).unwrap(),
-        std::fs::read(work.path().join("local/decoder.rbln")).unwrap()
+        local
     );
     let compiled = std::fs::read_to_string(work.path().join("manifest/manifest.yaml")).unwrap();
     assert!(!compiled.contains("variant"), "{compiled}");
