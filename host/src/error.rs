@@ -1,8 +1,9 @@
 //! The error kinds every boundary maps from: the CLI to exit codes (`cli::exit_code`), the
 //! server to HTTP statuses (`serve::error`), the Triton backend to `TRITONSERVER_Error` codes.
 //! Each library error of the host says which kind it is here, once ([`kind_of`]); the modules
-//! that define those errors (`io`, `plugins`, `manifest`, `pipeline`) do not import this one.
+//! that define those errors (`io`, `hub`, `plugins`, `manifest`, `pipeline`) do not import this one.
 
+use crate::hub::{HubError, HubErrorKind};
 use crate::io::IoError;
 use crate::manifest::ManifestError;
 use crate::pipeline::exec::RunError;
@@ -99,6 +100,14 @@ pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
         }
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             return user_or_internal(e.is_user_error());
+        }
+        if let Some(e) = cause.downcast_ref::<HubError>() {
+            return match e.kind {
+                HubErrorKind::Invalid => ErrorKind::Invalid,
+                HubErrorKind::NotFound => ErrorKind::NotFound,
+                HubErrorKind::Unavailable => ErrorKind::Unavailable,
+                HubErrorKind::Io => ErrorKind::Internal,
+            };
         }
         if let Some(e) = cause.downcast_ref::<IoError>() {
             return user_or_internal(e.is_user_error());

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod hub;
 pub mod io;
 pub mod manifest;
 pub mod models;

@@ -860,6 +860,153 @@ fn cases() -> Vec<Case> {
             &["pipeline", "{d}/m.yaml", "nope", "--print-graph"],
             &["{d}/m.yaml", "nope"],
         ),
+        // Model ids: directories, subfolders, Hugging Face Hub ids (offline, an empty cache).
+        case(
+            "compile: a model that is neither a directory nor a Hub id",
+            none,
+            &["compile", "{d}/missing", "-o", "{d}/out"],
+            &[
+                "{d}/missing does not exist",
+                "is not a Hugging Face Hub id (org/name)",
+            ],
+        ),
+        case(
+            "compile: a Hub id offline that is not in the cache",
+            none,
+            &["compile", "mlhost-test/absent", "-o", "{d}/out"],
+            &[
+                "mlhost-test/absent revision \"main\" file config.json",
+                "is not in the Hugging Face cache",
+                "models--mlhost-test--absent/refs/main",
+                "HF_HUB_OFFLINE",
+            ],
+        ),
+        case(
+            "compile: a malformed Hub revision",
+            none,
+            &[
+                "compile",
+                "mlhost-test/absent",
+                "--revision",
+                "../main",
+                "-o",
+                "{d}/out",
+            ],
+            &["revision \"../main\"", "\"..\""],
+        ),
+        case(
+            "compile: a malformed variant",
+            |d| drop(model(d)),
+            &[
+                "compile",
+                "{d}/model",
+                "--variant",
+                "fp16/x",
+                "-o",
+                "{d}/out",
+            ],
+            &["variant \"fp16/x\""],
+        ),
+        case(
+            "compile: a revision for a local directory",
+            |d| drop(model(d)),
+            &[
+                "compile",
+                "{d}/model",
+                "--revision",
+                "main",
+                "-o",
+                "{d}/out",
+            ],
+            &[
+                "revision \"main\" applies to a Hugging Face Hub id",
+                "{d}/model",
+            ],
+        ),
+        case(
+            "compile: the variant's weights file is missing",
+            |d| drop(model(d)),
+            &["compile", "{d}/model", "--variant", "fp16", "-o", "{d}/out"],
+            &["{d}/model/diffusion_pytorch_model.fp16.safetensors"],
+        ),
+        case(
+            "compile: a subfolder that does not exist",
+            |d| drop(model(d)),
+            &[
+                "compile",
+                "{d}/model",
+                "--subfolder",
+                "unet",
+                "-o",
+                "{d}/out",
+            ],
+            &["{d}/model/unet does not exist"],
+        ),
+        case(
+            "compile: a pipeline directory without vae/",
+            |d| {
+                std::fs::create_dir(d.join("pipe")).unwrap();
+                std::fs::write(d.join("pipe/model_index.json"), "{}").unwrap();
+            },
+            &["compile", "{d}/pipe", "-o", "{d}/out"],
+            &["{d}/pipe holds model_index.json", "--subfolder"],
+        ),
+        case(
+            "run: a variant for a compiled directory",
+            z,
+            &[
+                "run",
+                "{c}",
+                "--variant",
+                "fp16",
+                "--method",
+                "decode",
+                "--input",
+                "{d}/z.safetensors",
+                "--output",
+                "{d}/out.safetensors",
+            ],
+            &["variant \"fp16\"", "loaded as a compiled model"],
+        ),
+        case(
+            "serve: a manifest model_id that is neither a directory nor a Hub id",
+            |d| {
+                let text = "models:\n  - name: vae\n    model_id: no/such/dir\n";
+                std::fs::write(d.join("m.yaml"), text).unwrap()
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &[
+                "{d}/m.yaml:3:15",
+                "models[0].model_id",
+                "is not a Hugging Face Hub id",
+            ],
+        ),
+        case(
+            "serve: a manifest revision for a local model_id",
+            |d| manifest(d, "", "    revision: main\n", ""),
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "models[0].revision", "local directory"],
+        ),
+        case(
+            "serve: a malformed manifest variant",
+            |d| manifest(d, "", "    variant: fp16/x\n", ""),
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &["{d}/m.yaml:4", "models[0].variant", "fp16/x"],
+        ),
+        case(
+            "serve: a manifest Hub model offline that is not in the cache",
+            |d| {
+                let text = "models:\n  - name: vae\n    model_id: mlhost-test/absent\n    \
+                            subfolder: vae\n";
+                std::fs::write(d.join("m.yaml"), text).unwrap()
+            },
+            &["serve", "{d}/m.yaml", "--http-port", "0"],
+            &[
+                "{d}/m.yaml: model \"vae\"",
+                "mlhost-test/absent revision \"main\" file vae/config.json",
+                "HF_HUB_OFFLINE",
+            ],
+        ),
     ]
 }
 
@@ -906,6 +1053,8 @@ fn every_bad_input_gets_its_named_error() {
         let before = listing(scratch.path());
         let out = run(mlhost()
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // Offline (as every test command), and a Hugging Face cache that does not exist.
+            .env("HF_HUB_CACHE", ctx.plugins.path().join("no-hub-cache"))
             .arg("--plugin-dir")
             .arg(ctx.plugins.path())
             .args(case.args.iter().map(|a| fill(a))));

@@ -18,8 +18,8 @@ use std::time::Instant;
 /// Arguments of `mlhost bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// A compiled model directory, or a diffusers directory (compiled with its defaults, plus the
-    /// encoder for `--method encode`).
+    /// A compiled model directory, or a diffusers directory or Hugging Face Hub id (org/name)
+    /// (compiled with its defaults, plus the encoder for `--method encode`).
     pub model_dir: PathBuf,
     /// The method to time.
     #[arg(long, value_enum)]
@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Subfolder, Hub revision and weights variant.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -90,6 +93,10 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let device = registry.select_device(args.backend.device.as_deref())?;
     let cores = configure_bench_device(registry, &device, args)?;
+    let args = &BenchArgs {
+        model_dir: args.source.resolve(&args.model_dir)?,
+        ..args.clone()
+    };
     let dir = args
         .model_dir
         .to_str()
@@ -102,6 +109,7 @@ pub fn run(registry: &PluginRegistry, args: &BenchArgs) -> anyhow::Result<()> {
         .model_class(&class_name)?
         .is_compiled_dir(dir.into());
     let mut kwargs = Map::new();
+    args.source.add_variant(&mut kwargs);
     if args.method == Method::Encode && !compiled {
         kwargs.insert("uses_encoder".into(), Value::Bool(true));
     }

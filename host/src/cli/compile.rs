@@ -18,8 +18,9 @@ use std::time::Instant;
 /// Arguments of `mlhost compile`.
 #[derive(Debug, Clone, Args)]
 pub struct CompileArgs {
-    /// The diffusers checkpoint directory (config.json + weights), or a manifest (.yaml) whose
-    /// models are all compiled into OUT_DIR (one directory each, model_index.json, manifest.yaml).
+    /// The diffusers checkpoint directory (config.json + weights) or Hugging Face Hub id
+    /// (org/name), or a manifest (.yaml) whose models are all compiled into OUT_DIR (one
+    /// directory each, model_index.json, manifest.yaml).
     pub diffusers_dir: PathBuf,
     /// Where to write the compiled model.
     #[arg(short = 'o', long = "output", value_name = "OUT_DIR")]
@@ -41,6 +42,9 @@ pub struct CompileArgs {
     /// else: a directory holding other files is refused and left as it is).
     #[arg(long)]
     pub overwrite: bool,
+    /// Subfolder, Hub revision and weights variant.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -129,6 +133,7 @@ fn json_kind(v: &Value) -> &'static str {
 /// The `rbln_*` keyword overrides given on the command line.
 pub fn kwargs(args: &CompileArgs) -> Map<String, Value> {
     let mut map = Map::new();
+    args.source.add_variant(&mut map);
     if let Some(b) = args.batch_size {
         map.insert("batch_size".into(), json!(b));
     }
@@ -147,6 +152,10 @@ pub fn kwargs(args: &CompileArgs) -> Map<String, Value> {
 /// Compiles and saves; prints the elapsed time to stderr.
 pub fn run(registry: &PluginRegistry, args: &CompileArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let args = &CompileArgs {
+        diffusers_dir: args.source.resolve(&args.diffusers_dir)?,
+        ..args.clone()
+    };
     require_dir(&args.diffusers_dir, "diffusers directory")?;
     let config = match &args.rbln_config {
         Some(path) => read_rbln_config(path)?,
@@ -201,14 +210,19 @@ pub fn is_manifest(path: &Path) -> bool {
 /// `mlhost compile MANIFEST -o DIR`: loads the manifest's plugins and compiles every model.
 pub fn run_manifest(plugin_dirs: &[PathBuf], args: &CompileArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let s = &args.source;
     if args.rbln_config.is_some()
         || args.batch_size.is_some()
         || !args.sample_size.is_empty()
         || args.uses_encoder
+        || s.subfolder.is_some()
+        || s.revision.is_some()
+        || s.variant.is_some()
     {
         return Err(UsageError(
-            "--rbln-config, --batch-size, --sample-size and --uses-encoder apply to a model \
-             directory; a manifest sets them per model and pipeline"
+            "--rbln-config, --batch-size, --sample-size, --uses-encoder, --subfolder, \
+             --revision and --variant apply to a model directory or Hub id; a manifest sets \
+             them per model and pipeline"
                 .into(),
         )
         .into());
@@ -463,6 +477,10 @@ fn compiled_manifest(manifest: &crate::manifest::Manifest) -> anyhow::Result<Str
                 .to_string();
             map.insert("model_id".into(), name.into());
             map.insert("export".into(), false.into());
+            // The compiled directory is local and holds no weights file to pick.
+            for key in ["subfolder", "revision", "variant"] {
+                map.remove(key);
+            }
         }
     }
     Ok(format!(

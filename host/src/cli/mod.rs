@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod roundtrip;
 pub mod run;
 pub mod serve;
+pub mod source;
 
 /// Top-level command line.
 #[derive(Debug, Parser)]

@@ -20,8 +20,8 @@ use std::time::Instant;
 /// Arguments of `mlhost roundtrip`.
 #[derive(Debug, Clone, Args)]
 pub struct RoundtripArgs {
-    /// A compiled model directory (with the encoder), or a diffusers directory (compiled for the
-    /// image's size).
+    /// A compiled model directory (with the encoder), or a diffusers directory or Hugging Face
+    /// Hub id (org/name) (compiled for the image's size).
     pub model_dir: PathBuf,
     /// The image to reconstruct (.png, RGB or grayscale as the model takes).
     #[arg(long, value_name = "FILE")]
@@ -29,6 +29,9 @@ pub struct RoundtripArgs {
     /// Where to write the reconstructed image (.png).
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Subfolder, Hub revision and weights variant.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -68,6 +71,10 @@ pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
 /// Encodes, takes the mean, decodes, writes the image and prints the PSNR.
 pub fn run(registry: &PluginRegistry, args: &RoundtripArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    let args = &RoundtripArgs {
+        model_dir: args.source.resolve(&args.model_dir)?,
+        ..args.clone()
+    };
     require_dir(&args.model_dir, "model directory")?;
     for (flag, path) in [("--input", &args.input), ("--output", &args.output)] {
         if io::format_of(path)? != Format::Png {
@@ -141,7 +148,7 @@ fn load_model(
     let class_name = choose_class(registry, &args.backend, dir)?;
     let class = registry.model_class(&class_name)?;
     let compiled = class.is_compiled_dir(dir.into());
-    let kwargs = if compiled {
+    let mut kwargs = if compiled {
         check_compiled_has_encoder(&args.model_dir)?;
         tracing::info!("loading compiled {class_name} from {dir}");
         Map::new()
@@ -157,6 +164,7 @@ fn load_model(
             &read_dir_config(registry, &args.backend, &args.model_dir)?,
         )
     };
+    args.source.add_variant(&mut kwargs);
     super::run::load_model(registry, &args.backend, &class_name, dir, kwargs)
 }
 

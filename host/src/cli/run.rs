@@ -21,7 +21,8 @@ use std::time::Instant;
 /// Arguments of `mlhost run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// A compiled model directory, or a diffusers directory (compiled for the input's shape).
+    /// A compiled model directory, or a diffusers directory or Hugging Face Hub id (org/name)
+    /// (compiled for the input's shape).
     pub model_dir: PathBuf,
     /// The method to run.
     #[arg(long, value_enum)]
@@ -39,6 +40,9 @@ pub struct RunArgs {
     /// decodes what `encode` wrote.
     #[arg(long, value_name = "NAME")]
     pub input_tensor: Option<String>,
+    /// Subfolder, Hub revision and weights variant.
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
     /// Model class, compiler and device.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -123,6 +127,10 @@ pub fn kwargs_for_input(method: Method, shape: &[usize], config: &DirConfig) -> 
 pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let method = args.method;
+    let args = &RunArgs {
+        model_dir: args.source.resolve(&args.model_dir)?,
+        ..args.clone()
+    };
     require_dir(&args.model_dir, "model directory")?;
     let in_format = io::format_of(&args.input)?;
     let out_format = io::format_of(&args.output)?;
@@ -180,7 +188,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
     let class = registry.model_class(&class_name)?;
     let dir = path_str(&args.model_dir)?;
     let compiled = class.is_compiled_dir(dir.into());
-    let kwargs = if compiled {
+    let mut kwargs = if compiled {
         tracing::info!("loading compiled {class_name} from {dir}");
         Map::new()
     } else {
@@ -191,6 +199,7 @@ pub fn run(registry: &PluginRegistry, args: &RunArgs) -> anyhow::Result<()> {
         );
         kwargs_for_input(method, &shape, &config)
     };
+    args.source.add_variant(&mut kwargs);
 
     let model = load_model(registry, &args.backend, &class_name, dir, kwargs)?;
 

@@ -10,7 +10,10 @@
 //! models:
 //!   - name: vae
 //!     class: RBLNAutoencoderKL
-//!     model_id: ../models/default     # relative to this file
+//!     model_id: ../models/default     # relative to this file; or a Hub id, org/name
+//!     subfolder: vae                  # default: vae when the directory holds model_index.json
+//!     revision: main                  # a Hub id's branch, tag or commit
+//!     variant: fp16                   # diffusion_pytorch_model.fp16.safetensors
 //!     export: auto                    # true | false | auto
 //!     device: npu
 //!     rbln_config: {batch_size: 4, uses_encoder: true, device_map: {encoder: 0, decoder: 1}}
@@ -140,7 +143,8 @@ pub struct ModelEntry {
     pub plugin: Option<String>,
     /// The model class (default: the only one loaded).
     pub class: Option<String>,
-    /// The model directory, relative to the manifest.
+    /// The model directory, relative to the manifest; or, when no such path exists, a Hugging
+    /// Face Hub id `org/name` (kept as written, [`ModelEntry::hub_id`]).
     pub model_id: PathBuf,
     /// Compile (`true`), load compiled (`false`) or decide by the directory (`auto`).
     #[serde(default)]
@@ -153,6 +157,17 @@ pub struct ModelEntry {
     /// Scheduling and queueing.
     #[serde(default)]
     pub serving: ServingOptions,
+    /// A subfolder of the directory or Hub repository (default: `vae` when it holds
+    /// `model_index.json`).
+    pub subfolder: Option<String>,
+    /// A Hub id's branch, tag or commit (default `main`).
+    pub revision: Option<String>,
+    /// The weights variant (`diffusion_pytorch_model.<variant>.safetensors`).
+    pub variant: Option<String>,
+    /// True when `model_id` names a Hub repository (no such path exists); the models layer
+    /// resolves it to a snapshot directory of the Hugging Face cache.
+    #[serde(skip)]
+    pub hub_id: bool,
 }
 
 /// `export`: `true`, `false` or `auto`.
@@ -333,7 +348,10 @@ impl Manifest {
         m.check(text)?;
         let base = file.parent().unwrap_or(Path::new("")).to_path_buf();
         for model in &mut m.models {
-            model.model_id = base.join(&model.model_id);
+            model.hub_id = !base.join(&model.model_id).exists();
+            if !model.hub_id {
+                model.model_id = base.join(&model.model_id);
+            }
         }
         m.text = text.to_string();
         Ok(m)
@@ -521,12 +539,52 @@ impl Manifest {
                 }
             }
             let dir = self.dir().join(&m.model_id);
-            if !dir.is_dir() {
-                let raw = m.model_id.display().to_string();
+            let raw = m.model_id.display().to_string();
+            if dir.exists() && !dir.is_dir() {
                 return Err(err(
                     "model_id",
                     &raw,
                     format!("models[{i}].model_id: {} is not a directory", dir.display()),
+                ));
+            }
+            if !dir.exists() {
+                if let Err(e) = crate::hub::RepoId::parse(&raw) {
+                    return Err(err(
+                        "model_id",
+                        &raw,
+                        format!(
+                            "models[{i}].model_id: {} is not a directory, and {e}",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+            use crate::hub::names::{check_repo_path, check_revision, check_variant};
+            let fields = [
+                (
+                    "subfolder",
+                    &m.subfolder,
+                    check_repo_path as fn(&str, &str) -> _,
+                ),
+                ("revision", &m.revision, |v, _| check_revision(v)),
+                ("variant", &m.variant, |v, _| check_variant(v)),
+            ];
+            for (field, value, check) in fields {
+                if let Some(v) = value {
+                    if let Err(e) = check(v, field) {
+                        return Err(err(field, v, format!("models[{i}].{field}: {e}")));
+                    }
+                }
+            }
+            if let (Some(r), true) = (&m.revision, dir.is_dir()) {
+                return Err(err(
+                    "revision",
+                    r,
+                    format!(
+                        "models[{i}].revision: \"{r}\" applies to a Hugging Face Hub id, and \
+                         model_id {} is a local directory",
+                        dir.display()
+                    ),
                 ));
             }
         }
@@ -700,6 +758,25 @@ mod tests {
         assert_eq!((e.line, e.column), (4, 13), "{e}");
         assert!(e.message.contains("models[0].device"), "{e}");
         assert!(e.message.contains("npu9"), "{e}");
+    }
+
+    #[test]
+    fn hub_ids_are_kept_as_written() {
+        let (_dir, m) = parse_in(
+            "models:\n  - name: vae\n    model_id: org/sd-vae\n    subfolder: vae\n    \
+             revision: v1.0\n    variant: fp16\n  - name: local\n    model_id: vae\n",
+        );
+        let m = m.unwrap();
+        let (hub, local) = (&m.models[0], &m.models[1]);
+        assert!(hub.hub_id && !local.hub_id);
+        assert_eq!(hub.model_id, PathBuf::from("org/sd-vae"));
+        assert_eq!(hub.subfolder.as_deref(), Some("vae"));
+        assert_eq!(hub.revision.as_deref(), Some("v1.0"));
+        assert_eq!(hub.variant.as_deref(), Some("fp16"));
+        assert!(local.model_id.is_dir());
+        let e = error("models:\n  - name: vae\n    model_id: org/x\n    subfolder: ../up\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("models[0].subfolder"), "{e}");
     }
 
     #[test]

@@ -141,7 +141,11 @@ pub fn open_manifest_model(
         },
         overrides: Overrides {
             rbln_config,
-            kwargs: Map::new(),
+            kwargs: {
+                let mut kwargs = Map::new();
+                super::resolve::entry_source(entry).add_variant(&mut kwargs);
+                kwargs
+            },
         },
     };
     let model = open(registry, &class, &spec, &BarProgress::hidden()).with_context(|| {

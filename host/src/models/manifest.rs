@@ -1,13 +1,15 @@
-//! Opening a manifest: its plugins loaded, then its pipelines resolved with what the plugins say
-//! of its models (`ModelClass::describe_dir`).
+//! Opening a manifest: its models' directories resolved (Hub ids fetched into the Hugging Face
+//! cache, pipelines' `vae` subfolders), its plugins loaded, then its pipelines resolved with what
+//! the plugins say of its models (`ModelClass::describe_dir`).
 
 use super::describe::describe;
-use super::resolve::manifest_plugins;
+use super::resolve::{entry_source, manifest_plugins};
 use crate::error::{plugin, UsageError};
 use crate::manifest::pipelines::ModelDescription;
 use crate::manifest::{Manifest, ModelEntry};
 use crate::pipeline::graph::ScalingFields;
 use crate::plugins::PluginRegistry;
+use crate::progress::BarProgress;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -58,13 +60,38 @@ pub fn configure_devices(manifest: &Manifest, registry: &PluginRegistry) -> anyh
     Ok(())
 }
 
-/// Reads `file`, loads the plugins it names (searched in `search`), configures its devices and
-/// resolves its pipelines.
+/// Replaces each model's `model_id` by the directory it resolves to (see
+/// [`super::resolve::ModelSource::resolve`]): a Hub id's snapshot in the Hugging Face cache (downloading what is
+/// missing, progress on stderr), a subfolder, a pipeline's `vae/`.
+pub fn resolve_model_dirs(manifest: &mut Manifest) -> anyhow::Result<()> {
+    let base = manifest.dir().to_path_buf();
+    let file = manifest.file.clone();
+    for entry in &mut manifest.models {
+        let progress = BarProgress::stderr();
+        let base = if entry.hub_id {
+            base.as_path()
+        } else {
+            Path::new("")
+        };
+        let dir = entry_source(entry).resolve(base, &progress);
+        progress.finish();
+        entry.model_id =
+            dir.with_context(|| format!("{}: model \"{}\"", file.display(), entry.name))?;
+        entry.hub_id = false;
+        entry.subfolder = None;
+        entry.revision = None;
+    }
+    Ok(())
+}
+
+/// Reads `file`, resolves its models' directories, loads the plugins it names (searched in
+/// `search`), configures its devices and resolves its pipelines.
 pub fn open_manifest(
     file: &Path,
     search: &[PathBuf],
 ) -> anyhow::Result<(Manifest, PluginRegistry)> {
     let mut manifest = Manifest::load(file).map_err(|e| UsageError(e.to_string()))?;
+    resolve_model_dirs(&mut manifest)?;
     let registry = PluginRegistry::load(&manifest_plugins(&manifest, search)?)?;
     configure_devices(&manifest, &registry)?;
     resolve_pipelines(&mut manifest, &registry)?;

@@ -142,10 +142,14 @@ pub fn mlhost_exe() -> PathBuf {
     exe
 }
 
-/// An `mlhost` command with a clean plugin environment (no `MLHOST_PLUGIN_DIR`, no `RUST_LOG`).
+/// An `mlhost` command with a clean plugin environment (no `MLHOST_PLUGIN_DIR`, no `RUST_LOG`),
+/// offline for the Hugging Face Hub (`HF_HUB_OFFLINE=1`: nothing downloads in tests; the Hub
+/// tests point it at their loopback server).
 pub fn mlhost() -> Command {
     let mut cmd = Command::new(mlhost_exe());
-    cmd.env_remove("MLHOST_PLUGIN_DIR").env_remove("RUST_LOG");
+    cmd.env_remove("MLHOST_PLUGIN_DIR")
+        .env_remove("RUST_LOG")
+        .env("HF_HUB_OFFLINE", "1");
     cmd
 }
 

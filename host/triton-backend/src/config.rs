@@ -16,13 +16,16 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 /// The `parameters` keys this backend accepts.
-pub const PARAMETER_KEYS: [&str; 6] = [
+pub const PARAMETER_KEYS: [&str; 9] = [
     "method",
     "model_dir",
     "rbln_config",
     "class",
     "compiler",
     "device",
+    "subfolder",
+    "revision",
+    "variant",
 ];
 
 /// What to load, from the model configuration's `parameters`.
@@ -31,7 +34,8 @@ pub struct Params {
     /// `encode` or `decode`.
     pub method: String,
     /// The model directory (compiled, or diffusers compiled at load), relative to the model's
-    /// directory in the repository; None: the version directory (`<model>/<version>`).
+    /// directory in the repository, or (no such path) a Hugging Face Hub id `org/name`; None:
+    /// the version directory (`<model>/<version>`).
     pub model_dir: Option<String>,
     /// rbln_* overrides (compile-time fields); on a compiled directory they must match it.
     pub rbln_config: Map<String, Value>,
@@ -39,6 +43,13 @@ pub struct Params {
     pub class: Option<String>,
     pub compiler: Option<String>,
     pub device: Option<String>,
+    /// A subfolder of the model directory or Hub repository (default: `vae` when it holds
+    /// `model_index.json`).
+    pub subfolder: Option<String>,
+    /// A Hub id's branch, tag or commit (default `main`).
+    pub revision: Option<String>,
+    /// The weights variant (`diffusion_pytorch_model.<variant>.safetensors`).
+    pub variant: Option<String>,
 }
 
 /// Reads `parameters` of a model configuration.
@@ -105,6 +116,9 @@ pub fn parse_params(config: &Value) -> Result<Params, ConfigError> {
         class: text("class"),
         compiler: text("compiler"),
         device: text("device"),
+        subfolder: text("subfolder"),
+        revision: text("revision"),
+        variant: text("variant"),
     })
 }
 

@@ -35,6 +35,27 @@ fn parameters_name_what_to_load() {
 }
 
 #[test]
+fn hub_ids_take_subfolder_revision_and_variant() {
+    let p = parse_params(&params(&[
+        ("method", "decode"),
+        ("model_dir", "stabilityai/sd-vae"),
+        ("subfolder", "vae"),
+        ("revision", "v1.0"),
+        ("variant", "fp16"),
+    ]))
+    .unwrap();
+    assert_eq!(p.model_dir.as_deref(), Some("stabilityai/sd-vae"));
+    assert_eq!(p.subfolder.as_deref(), Some("vae"));
+    assert_eq!(p.revision.as_deref(), Some("v1.0"));
+    assert_eq!(p.variant.as_deref(), Some("fp16"));
+    let source = crate::model::source(&p, "1");
+    assert_eq!(source.id, "stabilityai/sd-vae");
+    let mut kwargs = Map::new();
+    source.add_variant(&mut kwargs);
+    assert_eq!(kwargs["variant"], "fp16");
+}
+
+#[test]
 fn bad_parameters_say_what_is_wrong() {
     let cases = [
         (params(&[]), "parameter \"method\" is missing"),

@@ -182,10 +182,8 @@ fn initialize_model(model: *mut TRITONBACKEND_Model, name: &str, version: u64) -
 
     let cfg = model_config(model)?;
     let params: Params = config::parse_params(&cfg).map_err(|e| Failure::invalid(e.0))?;
-    let dir = match &params.model_dir {
-        Some(d) => model_root.join(d),
-        None => model_root.join(version.to_string()),
-    };
+    let dir =
+        model::resolve_dir(&model_root, version, &params).map_err(|e| Failure::from_anyhow(&e))?;
     log(
         TRITONSERVER_LOG_INFO,
         &format!(

@@ -4,6 +4,7 @@ use crate::config::Params;
 use anyhow::{anyhow, Context};
 use mlhost::error::KindError;
 use mlhost::models::load::{open_dir, LoadSpec, Overrides};
+use mlhost::models::resolve::ModelSource;
 use mlhost::models::{run_batch, signature, warm_up, Choice, MethodSig};
 use mlhost::progress::BarProgress;
 use mlhost::PluginRegistry;
@@ -43,7 +44,11 @@ pub fn load(
         },
         overrides: Overrides {
             rbln_config: params.rbln_config.clone(),
-            kwargs: Map::new(),
+            kwargs: {
+                let mut kwargs = Map::new();
+                source(params, "").add_variant(&mut kwargs);
+                kwargs
+            },
         },
     };
     // Triton owns the log: no progress bar on its stderr.
@@ -54,6 +59,36 @@ pub fn load(
     warm_up(&model, &sig)
         .map_err(|e| anyhow!("warming up {} of {}: {e}", params.method, dir.display()))?;
     Ok(LoadedMethod { model, sig })
+}
+
+/// Where `params` say the model is: `model_dir` (default `default_dir`, the version directory)
+/// with `subfolder`, `revision` and `variant`.
+pub fn source(params: &Params, default_dir: &str) -> ModelSource {
+    ModelSource {
+        id: params
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| default_dir.to_string()),
+        subfolder: params.subfolder.clone(),
+        revision: params.revision.clone(),
+        variant: params.variant.clone(),
+    }
+}
+
+/// The local directory `params` name, relative to the model's directory `model_root`: a Hub id
+/// is resolved in the Hugging Face cache, downloading what is missing (Triton owns the log: no
+/// progress bar).
+pub fn resolve_dir(
+    model_root: &Path,
+    version: u64,
+    params: &Params,
+) -> anyhow::Result<std::path::PathBuf> {
+    let version_dir = model_root.join(version.to_string());
+    if params.model_dir.is_none() && !version_dir.exists() {
+        // `load` says what to do: the version directory is not a Hub id.
+        return Ok(version_dir);
+    }
+    source(params, &version.to_string()).resolve(model_root, &BarProgress::hidden())
 }
 
 impl LoadedMethod {

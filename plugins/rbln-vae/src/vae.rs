@@ -7,7 +7,7 @@ use crate::model::AutoencoderKL;
 use crate::placement::{Placement, Replicas};
 use crate::rbln_config::{merge_user_config, RBLNAutoencoderKLConfig, CLS_NAME, RBLN_CONFIG_FILE};
 use crate::save::{write_dir_atomically, Overwrite, Target};
-use crate::weights::WEIGHTS_FILE;
+use crate::weights::weights_file;
 use plugin_api::abi_stable::std_types::{RStr, RVec};
 use plugin_api::tensor::shape_str;
 use plugin_api::{
@@ -327,6 +327,19 @@ fn model_name(dir: Option<&Path>) -> String {
         .unwrap_or_else(|| CLS_NAME.trim_end_matches("Config").to_string())
 }
 
+/// Takes `from_pretrained`'s `variant` keyword (diffusers' `variant`: the weights file
+/// `diffusion_pytorch_model.<variant>.safetensors`) out of the user's map: it is not an
+/// `rbln_config` field and is never written to `rbln_config.json`.
+fn take_variant(user: &mut Map<String, Value>) -> Result<Option<String>, PluginError> {
+    match user.remove("variant") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) => Ok(Some(v)),
+        Some(other) => Err(PluginError::invalid(format!(
+            "variant must be a string such as \"fp16\", got {other}"
+        ))),
+    }
+}
+
 /// The runtime `when` for part `name` with `create_runtimes`.
 fn when(create_runtimes: bool, name: &str) -> When {
     match (create_runtimes, name == ENCODER.0) {
@@ -355,26 +368,35 @@ impl RBLNAutoencoderKL {
                 dir.display()
             )));
         }
-        let user = merge_user_config(&rbln_config, &rbln_kwargs)?;
+        let mut user = merge_user_config(&rbln_config, &rbln_kwargs)?;
+        let variant = take_variant(&mut user)?;
+        let weights = weights_file(variant.as_deref())?;
         let has = |name: &str| dir.join(name).exists();
         let export = match export {
             Export::Auto if Self::is_compiled_dir(dir) => Export::No,
             // Not a diffusers directory; loading it says what is wrong with its rbln_config.json.
-            Export::Auto if has(RBLN_CONFIG_FILE) && !has(WEIGHTS_FILE) => Export::No,
+            Export::Auto if has(RBLN_CONFIG_FILE) && !has(&weights) => Export::No,
             Export::Auto => Export::Yes,
             e => e,
         };
         if export == Export::No {
+            if let Some(v) = &variant {
+                return Err(PluginError::invalid(format!(
+                    "variant \"{v}\" picks the weights file {weights} of a diffusers directory, \
+                     but {} is loaded as a compiled model (its weights are compiled in)",
+                    dir.display()
+                )));
+            }
             let mut vae = Self::load_compiled(dir, &user, backend, &model_name(Some(dir)))?;
             vae.source = Some(dir.to_path_buf());
             return Ok(vae);
         }
         let ext = backend.compiler.artifact_extension().into_string();
         let artifacts = compiled_artifacts(dir, &ext);
-        if !has(WEIGHTS_FILE) && !has(RBLN_CONFIG_FILE) && !artifacts.is_empty() {
+        if !has(&weights) && !has(RBLN_CONFIG_FILE) && !artifacts.is_empty() {
             return Err(PluginError::not_found(format!(
                 "{} does not exist: {} holds compiled artifacts ({}) but no {RBLN_CONFIG_FILE}, \
-                 so it cannot be loaded as a compiled model, and no {WEIGHTS_FILE} to compile \
+                 so it cannot be loaded as a compiled model, and no {weights} to compile \
                  from (restore {RBLN_CONFIG_FILE}, or compile the diffusers model again)",
                 dir.join(RBLN_CONFIG_FILE).display(),
                 dir.display(),
@@ -382,7 +404,7 @@ impl RBLNAutoencoderKL {
             )));
         }
         report(progress, "load weights", 0, 1);
-        let model = AutoencoderKL::from_dir(dir)?;
+        let model = AutoencoderKL::from_dir_file(dir, &weights)?;
         report(progress, "load weights", 1, 1);
         let mut vae = Self::compile(model, &user, backend, progress, &model_name(Some(dir)))?;
         vae.source = Some(dir.to_path_buf());

@@ -12,6 +12,24 @@ use std::path::Path;
 /// The weights file name inside a diffusers model directory.
 pub const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
 
+/// The weights file of a variant, as diffusers names it: `diffusion_pytorch_model.<variant>.
+/// safetensors` (`None`: [`WEIGHTS_FILE`]). A variant is letters, digits, `-` and `_`.
+pub fn weights_file(variant: Option<&str>) -> Result<String, PluginError> {
+    match variant {
+        None => Ok(WEIGHTS_FILE.to_string()),
+        Some(v)
+            if !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+        {
+            Ok(format!("diffusion_pytorch_model.{v}.safetensors"))
+        }
+        Some(v) => Err(PluginError::invalid(format!(
+            "variant \"{v}\" must be letters, digits, '-' and '_' (e.g. fp16)"
+        ))),
+    }
+}
+
 /// One weight tensor, upcast to `f32`, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weight {
