@@ -29,6 +29,9 @@ pub struct CpuDevice {
     pool: OnceLock<Result<Pool, String>>,
 }
 
+/// Each pool thread's affinity once it has started, by thread index.
+type Started = Vec<Option<Vec<usize>>>;
+
 /// A device's pool and the affinity each of its threads read back (`sched_getaffinity`) right
 /// after pinning itself, by thread index.
 struct Pool {
@@ -62,7 +65,7 @@ impl CpuDevice {
             let cores = self.cores.clone();
             let id = self.id;
             let n = self.cores.len();
-            let started: Arc<(Mutex<Vec<Option<Vec<usize>>>>, Condvar)> =
+            let started: Arc<(Mutex<Started>, Condvar)> =
                 Arc::new((Mutex::new(vec![None; n]), Condvar::new()));
             let record = started.clone();
             let pool = rayon::ThreadPoolBuilder::new()
