@@ -18,7 +18,7 @@
 
 use plugin_api::PluginError;
 use serde_json::{json, Map, Value};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// One device: an id, its cores and its thread pool (created on first use).
 pub struct CpuDevice {
@@ -26,7 +26,17 @@ pub struct CpuDevice {
     pub id: u64,
     /// The CPU cores its threads run on, ascending.
     pub cores: Vec<usize>,
-    pool: OnceLock<Result<rayon::ThreadPool, String>>,
+    pool: OnceLock<Result<Pool, String>>,
+}
+
+/// Each pool thread's affinity once it has started, by thread index.
+type Started = Vec<Option<Vec<usize>>>;
+
+/// A device's pool and the affinity each of its threads read back (`sched_getaffinity`) right
+/// after pinning itself, by thread index.
+struct Pool {
+    pool: rayon::ThreadPool,
+    affinities: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for CpuDevice {
@@ -48,16 +58,37 @@ impl CpuDevice {
         }
     }
 
-    fn pool(&self) -> Result<&rayon::ThreadPool, PluginError> {
+    /// The pool, started on first use: it is returned once every thread has pinned itself and
+    /// recorded its affinity.
+    fn pool(&self) -> Result<&Pool, PluginError> {
         let made = self.pool.get_or_init(|| {
             let cores = self.cores.clone();
             let id = self.id;
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.cores.len())
+            let n = self.cores.len();
+            let started: Arc<(Mutex<Started>, Condvar)> =
+                Arc::new((Mutex::new(vec![None; n]), Condvar::new()));
+            let record = started.clone();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
                 .thread_name(move |i| format!("rbln-npu-dev{id}-{i}"))
-                .start_handler(move |_| pin_current_thread(&cores))
+                .start_handler(move |i| {
+                    pin_current_thread(&cores);
+                    let (lock, cv) = &*record;
+                    let mut seen = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(slot) = seen.get_mut(i) {
+                        *slot = Some(current_affinity());
+                    }
+                    cv.notify_all();
+                })
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let (lock, cv) = &*started;
+            let mut seen = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while seen.iter().any(Option::is_none) {
+                seen = cv.wait(seen).unwrap_or_else(|p| p.into_inner());
+            }
+            let affinities = seen.iter().map(|a| a.clone().unwrap_or_default()).collect();
+            Ok(Pool { pool, affinities })
         });
         made.as_ref().map_err(|e| {
             PluginError::internal(format!(
@@ -70,13 +101,13 @@ impl CpuDevice {
     /// Runs `f` on this device's pool: `f` and every rayon task it spawns run on the device's
     /// threads.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R, PluginError> {
-        Ok(self.pool()?.install(f))
+        Ok(self.pool()?.pool.install(f))
     }
 
-    /// The affinity of each of the pool's threads, read from inside the pool with
-    /// `sched_getaffinity` (empty where the OS has no such call).
+    /// The affinity of each of the pool's threads, read by each thread with `sched_getaffinity`
+    /// once it had pinned itself (empty where the OS has no such call). Never waits for a run.
     pub fn thread_affinities(&self) -> Result<Vec<Vec<usize>>, PluginError> {
-        Ok(self.pool()?.broadcast(|_| current_affinity()))
+        Ok(self.pool()?.affinities.clone())
     }
 
     /// `{"id": 0, "cores": [0, 1]}`.

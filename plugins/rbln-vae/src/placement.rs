@@ -5,7 +5,8 @@
 //! `device` places the whole model: one index, or a list (each part is then loaded once on
 //! every listed device, and a call runs on the replica whose device is least busy, a free one
 //! when there is one). `device_map` places one part on one device and wins over `device`.
-//! Without either, each part is loaded with plain `Device::load` (the plugin's default device).
+//! Without either (or with only device 0, and no timeout or profile), each part is loaded with
+//! plain `Device::load` (the plugin's default device, 0).
 //! An index is checked against `Device::devices_json` before anything is loaded.
 
 use crate::rbln_config::{DeviceSpec, RuntimeOptions};
@@ -106,9 +107,11 @@ impl Placement {
         Ok(())
     }
 
-    /// Whether the plugin's plain `load` does (no device, timeout or profile asked for).
+    /// Whether the plugin's plain `load` does: no timeout or profile, and no device or only
+    /// device 0 (which `load` uses; so a device plugin without `load_with` still takes
+    /// `device: 0`).
     fn plain(&self) -> bool {
-        self.devices.is_empty() && self.timeout.is_none() && !self.profile
+        matches!(self.devices[..], [] | [0]) && self.timeout.is_none() && !self.profile
     }
 
     /// Loads `artifact` once per device of this placement (once on the default device when
@@ -116,7 +119,7 @@ impl Placement {
     pub fn load(&self, device: &DeviceBox, artifact: &[u8]) -> Result<Replicas, PluginError> {
         if self.plain() {
             let exe = device.load(artifact.into()).into_result()?;
-            return Ok(Replicas::new(vec![(None, exe)]));
+            return Ok(Replicas::new(vec![(self.devices.first().copied(), exe)]));
         }
         let ids: Vec<Option<u64>> = if self.devices.is_empty() {
             vec![None]
