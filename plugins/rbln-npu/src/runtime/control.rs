@@ -82,9 +82,9 @@ impl RunOptions {
             match k.as_str() {
                 "timeout" => run.timeout = Some(seconds(v).map_err(bad)?),
                 "any_shape" => {
-                    run.any_shape = v.as_bool().ok_or_else(|| {
-                        bad(format!("any_shape must be true or false, got {v}"))
-                    })?
+                    run.any_shape = v
+                        .as_bool()
+                        .ok_or_else(|| bad(format!("any_shape must be true or false, got {v}")))?
                 }
                 _ => {
                     return Err(bad(format!(
