@@ -327,11 +327,12 @@ impl RBLNAutoencoderKLConfig {
     /// The fields that size the compiled graphs, for messages: `batch_size 1, sample_size [512,
     /// 512]`.
     pub fn size_fields(&self) -> String {
-        format!(
-            "batch_size {}, sample_size {}",
-            self.batch_size,
-            sizes_json(&self.sample_sizes)
-        )
+        let one = |&(h, w): &(usize, usize)| format!("[{h}, {w}]");
+        let sizes = match &self.sample_sizes[..] {
+            [s] => one(s),
+            many => format!("[{}]", many.iter().map(one).collect::<Vec<_>>().join(", ")),
+        };
+        format!("batch_size {}, sample_size {sizes}", self.batch_size)
     }
 
     /// Every compiled `(height, width)`: the sample sizes, then the tile when tiling is on and
