@@ -676,13 +676,34 @@ impl RBLNAutoencoderKL {
         }
         let limit = timeout.or(part.placement.timeout);
         let start = std::time::Instant::now();
+        let runs = std::cell::Cell::new(0usize);
+        let timed_out = |e: PluginError| {
+            e.context(format!(
+                "model {}, part {}, timeout {} s",
+                self.name,
+                part.name,
+                limit.unwrap_or(0.0)
+            ))
+        };
         let run_one = |t: &Tensor, any: bool| -> Result<Tensor, PluginError> {
             let inputs = RVec::from(vec![NamedTensor::new(part.input.name.as_str(), t.clone())]);
             let mut options = serde_json::Map::new();
             if let Some(limit) = limit {
-                let left = (limit - start.elapsed().as_secs_f64()).max(0.0);
+                // The first run has the whole limit; each later chunk or tile what is left.
+                let left = match runs.get() {
+                    0 => limit,
+                    _ => limit - start.elapsed().as_secs_f64(),
+                };
+                if left <= 0.0 {
+                    return Err(timed_out(PluginError::timeout(format!(
+                        "{method}: the limit passed after {} runs of the {} (chunks or tiles)",
+                        runs.get(),
+                        part.name
+                    ))));
+                }
                 options.insert("timeout".into(), left.into());
             }
+            runs.set(runs.get() + 1);
             if any {
                 options.insert("any_shape".into(), true.into());
             }
@@ -697,12 +718,7 @@ impl RBLNAutoencoderKL {
             let outputs = ran.into_result().map_err(|e| {
                 let e = e.context(format!("{method}: running the {}", part.name));
                 if e.is_timeout() {
-                    e.context(format!(
-                        "model {}, part {}, timeout {} s",
-                        self.name,
-                        part.name,
-                        limit.unwrap_or(0.0)
-                    ))
+                    timed_out(e)
                 } else {
                     e
                 }
