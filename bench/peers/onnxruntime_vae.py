@@ -44,8 +44,14 @@ import time
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
-from vae_common import DEFAULT_DIR, DecoderSample, EncoderMoments, compare, inputs, median_seconds
+from vae_common import (
+    DecoderSample,
+    EncoderMoments,
+    add_common_args,
+    compare,
+    load_model,
+    median_seconds,
+)
 
 try:
     import onnxruntime as ort
@@ -86,23 +92,10 @@ def session(path, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", nargs="?", default=DEFAULT_DIR)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per part (median)")
-    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
-    parser.add_argument("--size", type=int, default=256, help="image height = width")
+    add_common_args(parser, "ORT intra-op threads")
     args = parser.parse_args()
-    if args.runs < 1 or args.threads < 1:
-        sys.exit("--runs and --threads must be positive")
-
-    torch.set_num_threads(args.threads)
-    vae = AutoencoderKL.from_pretrained(args.model_dir, torch_dtype=torch.float32).eval()
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    if args.size < scale or args.size % scale:
-        sys.exit(f"--size must be a positive multiple of {scale}")
-    latent = vae.config.latent_channels
-    x, z, origin = inputs(args.model_dir, args.size, latent, scale)
+    vae, latent, x, z = load_model(args)
     h, w = x.shape[2], x.shape[3]
-    print(f"inputs: {origin}, x {list(x.shape)}, z {list(z.shape)}", file=sys.stderr)
 
     cache = os.path.join(args.model_dir, "onnx")
     enc_path = os.path.join(cache, f"encoder_{h}x{w}.onnx")

@@ -3,6 +3,7 @@ sample), the inputs, the timing (median of N calls after one warm-up) and the ch
 diffusers in PyTorch."""
 
 import os
+import sys
 import statistics
 import time
 
@@ -14,6 +15,32 @@ DEFAULT_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "sd-vae-random"
 )
 SEED = 7
+
+
+def add_common_args(parser, threads_help):
+    """The arguments every Python peer takes: DIR, --runs, --threads, --size."""
+    parser.add_argument("model_dir", nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per part (median)")
+    parser.add_argument("--threads", type=int, default=2, help=threads_help)
+    parser.add_argument("--size", type=int, default=256, help="image height = width")
+
+
+def load_model(args):
+    """diffusers' AutoencoderKL from args.model_dir in float32 and the inputs at args.size:
+    (vae, latent channels, x, z). Exits with a message on bad arguments."""
+    from diffusers import AutoencoderKL
+
+    if args.runs < 1 or args.threads < 1:
+        raise SystemExit("--runs and --threads must be positive")
+    torch.set_num_threads(args.threads)
+    vae = AutoencoderKL.from_pretrained(args.model_dir, torch_dtype=torch.float32).eval()
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    if args.size < scale or args.size % scale:
+        raise SystemExit(f"--size must be a positive multiple of {scale}")
+    latent = vae.config.latent_channels
+    x, z, origin = inputs(args.model_dir, args.size, latent, scale)
+    print(f"inputs: {origin}, x {list(x.shape)}, z {list(z.shape)}", file=sys.stderr)
+    return vae, latent, x, z
 
 
 class EncoderMoments(torch.nn.Module):
