@@ -25,7 +25,7 @@ THREADS=${THREADS:-2}
 PEERS=${PEERS:-pytorch ort candle}
 BASE=bench/out/sd-vae-random
 RES=bench/out/results
-mkdir -p "$RES"
+mkdir -p "$RES" bench/out/run
 [ -f "$BASE/diffusion_pytorch_model.safetensors" ] || python3 bench/make_sd_vae.py "$BASE"
 cargo build --release --locked -p mlhost -p rbln-npu -p rbln-vae >/dev/null 2>&1
 MLHOST="target/release/mlhost --plugin-dir target/release"
