@@ -31,15 +31,7 @@ fn compile(dir: &Path, rbln_config: Value) -> Result<RBLNAutoencoderKL, PluginEr
 }
 
 fn load(dir: &Path) -> Result<RBLNAutoencoderKL, PluginError> {
-    let (backend, _) = counting_backend();
-    RBLNAutoencoderKL::from_pretrained(
-        dir,
-        Export::No,
-        json!({}),
-        json!({}),
-        backend,
-        &no_progress(),
-    )
+    load_compiled(dir)
 }
 
 #[track_caller]

@@ -25,16 +25,7 @@ fn compile(rbln_config: Value) -> RBLNAutoencoderKL {
 }
 
 fn load(dir: &std::path::Path) -> RBLNAutoencoderKL {
-    let (backend, _) = counting_backend();
-    RBLNAutoencoderKL::from_pretrained(
-        dir,
-        Export::No,
-        json!({}),
-        json!({}),
-        backend,
-        &no_progress(),
-    )
-    .expect("load")
+    load_compiled(dir).expect("load")
 }
 
 /// `moments[:, :c]` (the mean) and `clamp(moments[:, c:], -30, 20)` (the logvar).

@@ -253,3 +253,16 @@ pub fn counting_backend() -> (Backend, Arc<AtomicUsize>) {
 pub fn no_progress() -> ProgressBox {
     NoProgress::boxed()
 }
+
+/// Loads the compiled directory `dir` as it is (`Export::No`, no config) on a counting backend.
+pub fn load_compiled(dir: &Path) -> Result<rbln_vae::RBLNAutoencoderKL, plugin_api::PluginError> {
+    let (backend, _) = counting_backend();
+    rbln_vae::RBLNAutoencoderKL::from_pretrained(
+        dir,
+        plugin_api::Export::No,
+        serde_json::json!({}),
+        serde_json::json!({}),
+        backend,
+        &no_progress(),
+    )
+}
